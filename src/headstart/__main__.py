@@ -1,0 +1,3 @@
+from headstart.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The `headstart` command line: one module per command, each a thin layer over the library."""

@@ -1,0 +1,47 @@
+"""`headstart evaluate MODEL DATA`: metrics of a saved model on labelled data."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="metrics of a saved model on labelled data",
+                       description="DATA is an image folder, a table file, or a built-in data "
+                       "set (its official test split, or all of it when it has none).")
+    p.add_argument("model")
+    p.add_argument("data")
+    p.add_argument("--text-column")
+    p.add_argument("--image-column")
+    p.add_argument("--label-column")
+    p.add_argument("--out", help="also write the metrics to this JSON file")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .._io import atomic_write_json
+    from ..data.load import load_examples
+    from ..errors import DataError
+    from ..estimator import load_model
+    from ..metrics import classification_metrics
+
+    clf = load_model(args.model)
+    ex = load_examples(args.data, text_column=args.text_column, image_column=args.image_column,
+                       label_column=args.label_column, prefer="test")
+    classes = list(clf.classes_)
+    unknown = sorted(set(ex.classes) - set(classes))
+    if unknown:
+        raise DataError(f"{args.data} has labels the model was not trained on: {unknown[:10]}. "
+                        f"The model knows {classes}.")
+    remap = np.array([classes.index(c) for c in ex.classes])
+    y = remap[ex.labels]
+    proba = clf.predict_proba(ex)
+    metrics = classification_metrics(y, proba, classes)
+    print(f"accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f} on {len(y)} examples")
+    print(json.dumps({k: metrics[k] for k in ("accuracy", "macro_f1", "per_class")}, indent=2))
+    if args.out:
+        atomic_write_json(args.out, metrics)
+    return 0
