@@ -129,10 +129,21 @@ def get_tokenizer(pre: TextPreprocess) -> Any:
     return tok
 
 
+def _special_template(tok: Any) -> tuple[list[int], list[int]]:
+    """The special tokens a tokenizer puts before and after a single text ([CLS] … [SEP])."""
+    bare = tok("x", add_special_tokens=False)["input_ids"]
+    full = tok("x")["input_ids"]
+    for pos in range(len(full) - len(bare) + 1):
+        if full[pos : pos + len(bare)] == bare:
+            return full[:pos], full[pos + len(bare) :]
+    return [], []
+
+
 def tokenize(texts: Sequence[str], pre: TextPreprocess) -> list[list[int]]:
     """Token ids with special tokens, at most ``max_length`` long, per ``pre.truncation``."""
     tok = get_tokenizer(pre)
-    body = pre.max_length - tok.num_special_tokens_to_add(pair=False)
+    prefix, suffix = _special_template(tok)
+    body = pre.max_length - len(prefix) - len(suffix)
     enc = tok(list(texts), add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
     out = []
     for ids in enc:
@@ -142,7 +153,7 @@ def tokenize(texts: Sequence[str], pre: TextPreprocess) -> list[list[int]]:
                 ids = ids[:head] + ids[len(ids) - (body - head) :]
             else:
                 ids = ids[:body]
-        out.append(tok.build_inputs_with_special_tokens(ids))
+        out.append(prefix + ids + suffix)
     return out
 
 

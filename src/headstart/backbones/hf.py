@@ -136,6 +136,7 @@ def load_hf(repo: str, pretrained: bool, *, pooling: str | None = None,
 
     # The load report lists the unused pooler of sentence encoders as "UNEXPECTED": noise.
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     full = f"hf:{repo}"
     where, source = _resolve_dir(repo, pretrained)
     config = _from_pretrained(AutoConfig, where, full)
