@@ -23,14 +23,16 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .._io import atomic_write_json
-    from ..data.load import load_examples
+    from ..data.load import _read_spec
     from ..errors import DataError
     from ..estimator import load_model
     from ..metrics import classification_metrics
 
     clf = load_model(args.model)
-    ex = load_examples(args.data, text_column=args.text_column, image_column=args.image_column,
-                       label_column=args.label_column, prefer="test")
+    columns = {"text_column": args.text_column, "image_column": args.image_column,
+               "label_column": args.label_column}
+    pool, test, _ = _read_spec(args.data, columns, "raise")
+    ex = test if test is not None else pool
     classes = list(clf.classes_)
     unknown = sorted(set(ex.classes) - set(classes))
     if unknown:

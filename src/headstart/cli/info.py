@@ -41,7 +41,7 @@ def datasets(args: argparse.Namespace) -> int:
         print(f"{args.install}: installed at {path}")
         return 0
     for ds in list_builtin():
-        state = "installed" if ds.is_installed() else f"missing: {ds.install_hint}"
+        state = "installed" if ds.is_installed() else "missing: " + " or ".join(ds.install)
         print(f"{ds.name:<14} {ds.modality:<6} {state}")
         print(f"{'':<14} {ds.description}")
     return 0
