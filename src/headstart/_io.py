@@ -23,6 +23,10 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[Bina
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp makes 0600 files; give the usual permissions (0666 less the umask).
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
         with os.fdopen(fd, mode) as fh:
             yield fh  # type: ignore[misc]
             fh.flush()

@@ -66,9 +66,15 @@ class WeightsInfo:
     sha256: str  # hash of the parameter and buffer tensors (name, dtype, shape, bytes)
     tag: str = ""
     file: str = ""
+    tuned_sha256: str = ""  # set once layers were fine-tuned: the hash of the current weights
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def current_sha256(self) -> str:
+        """The hash of the weights as they are now (cache keys use this)."""
+        return self.tuned_sha256 or self.sha256
 
 
 @dataclass
@@ -147,6 +153,12 @@ class Backbone(nn.Module):
 
     def example_inputs(self, batch_size: int = 2) -> dict[str, torch.Tensor]:  # pragma: no cover
         raise NotImplementedError
+
+    def mark_tuned(self) -> None:
+        """Record that weights changed (fine-tuning): caches keyed on weights must not match."""
+        from dataclasses import replace
+
+        self.weights = replace(self.weights, tuned_sha256=state_dict_sha256(self))
 
     def source_logits(self, features: torch.Tensor) -> torch.Tensor | None:
         """Logits of the original classifier on pooled features, or None if it has none."""

@@ -158,8 +158,10 @@ def load_hf(repo: str, pretrained: bool, *, pooling: str | None = None,
     tok = str(where)
     limit = int(getattr(config, "max_position_embeddings", 512) or 512)
     if max_length is None:
-        max_length = _st_max_length(where) or min(limit, 512)
-    pre = TextPreprocess(tokenizer=tok, max_length=min(max_length, limit))
+        # The model's own sentence window if it declares one, else 256 tokens: long enough for
+        # most reviews with head+tail truncation, at a quarter of the cost of 512.
+        max_length = _st_max_length(where) or min(limit, 256)
+    pre = TextPreprocess(tokenizer=tok, max_length=min(max_length, limit), truncation="head+tail")
     return HFTextBackbone(full, model, pre, weights, pool)
 
 
