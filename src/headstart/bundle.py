@@ -127,6 +127,7 @@ def load_bundle(path: Path) -> TransferClassifier:
         missing, unexpected = backbone.load_state_dict(load_torch(str(tuned_file)), strict=False)
         if unexpected:
             raise BackboneError(f"{tuned_file} holds parameters the backbone lacks: {unexpected[:5]}")
+        backbone.mark_tuned()
     backbone.eval()
     head_cls = type(make_head(meta["head"]["name"]))
     head = head_cls.from_state(meta["head"]["config"], load_file(str(path / "head.safetensors")))

@@ -20,7 +20,7 @@ class FitConfig:
     data: str = "fashion-mnist"
     out: str = "runs/latest"
     backbone: str = "auto"
-    strategy: str = "extract"
+    strategy: str = "auto"
     head: str = "logistic"
     text_column: str | None = None
     image_column: str | None = None
@@ -40,6 +40,23 @@ class FitConfig:
     baseline: bool = True
     on_error: str = "raise"
     cache_dir: str | None = None
+    # fine-tuning (strategy finetune / auto)
+    unfreeze: int = 2
+    epochs: int = 5
+    lr: float = 1e-3
+    lr_ratio: float = 30.0
+    layer_decay: float = 1.0
+    weight_decay: float = 0.01
+    label_smoothing: float = 0.0
+    grad_accum: int = 1
+    finetune_batch_size: int = 32
+    mixed_precision: str = "auto"
+    augment: bool | None = None
+    patience: int = 2
+    l2sp: float = 0.0
+    strict: bool = False
+    time_budget_s: float | None = None
+    ladder: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -56,6 +73,11 @@ class FitConfig:
             ("on_error", self.on_error in ("raise", "skip"), "'raise' or 'skip'"),
             ("engine", self.engine in ("auto", "torch", "onnx"), "'auto', 'torch' or 'onnx'"),
             ("batch_size", self.batch_size is None or self.batch_size > 0, "a positive integer"),
+            ("unfreeze", self.unfreeze >= -1 and self.unfreeze != 0, "-1 (all) or a positive integer"),
+            ("epochs", self.epochs >= 1, "a positive integer"),
+            ("lr", self.lr > 0, "a positive float"),
+            ("lr_ratio", self.lr_ratio > 0, "a positive float"),
+            ("time_budget_s", self.time_budget_s is None or self.time_budget_s > 0, "positive seconds"),
         ]
         for name, ok, expected in checks:
             if not ok:
@@ -65,6 +87,30 @@ class FitConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def finetune_config(self, unfreeze: int | None = None):  # -> FinetuneConfig
+        from .finetune import FinetuneConfig
+
+        return FinetuneConfig(
+            unfreeze=self.unfreeze if unfreeze is None else unfreeze, epochs=self.epochs,
+            head_lr=self.lr, lr_ratio=self.lr_ratio, layer_decay=self.layer_decay,
+            weight_decay=self.weight_decay, label_smoothing=self.label_smoothing,
+            grad_accum=self.grad_accum, batch_size=self.finetune_batch_size,
+            mixed_precision=self.mixed_precision, augment=self.augment, patience=self.patience,
+            l2sp=self.l2sp, strict=self.strict, seed=self.seed,
+        )
+
+
+def parse_duration(text: str) -> float:
+    """'90', '90s', '20m', '1.5h' → seconds."""
+    units = {"s": 1.0, "m": 60.0, "h": 3600.0}
+    t = text.strip().lower()
+    try:
+        if t and t[-1] in units:
+            return float(t[:-1]) * units[t[-1]]
+        return float(t)
+    except ValueError as exc:
+        raise ConfigError(f"a duration looks like 90s, 20m or 1.5h; got {text!r}") from exc
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FitConfig:

@@ -25,7 +25,7 @@ import torch
 
 from . import preprocess as P
 from ._io import atomic_open, atomic_write_json, cache_root, sha256_file, stable_hash
-from .backbones.base import Backbone, ImagePreprocess, TextPreprocess
+from .backbones.base import AudioPreprocess, Backbone, ImagePreprocess, TextPreprocess
 from .data.base import Examples
 from .errors import CacheError, ConfigError
 
@@ -70,7 +70,7 @@ def cache_key(backbone: Backbone, fingerprint: str) -> str:
         {
             "format": FORMAT_VERSION,
             "backbone": backbone.name,
-            "weights": backbone.weights.sha256,
+            "weights": backbone.weights.current_sha256,
             "preprocess": backbone.preprocess.to_dict(),
             "pooling": backbone.pooling,
             "data": fingerprint,
@@ -135,7 +135,7 @@ def make_engine(
             raise ConfigError(f"engine 'onnx' needs onnxruntime: pip install onnxruntime ({exc})") from exc
         return "torch", _torch_engine(backbone)
     backbone.eval()
-    key = stable_hash({"b": backbone.name, "w": backbone.weights.sha256,
+    key = stable_hash({"b": backbone.name, "w": backbone.weights.current_sha256,
                        "p": backbone.preprocess.to_dict(), "pool": backbone.pooling})[:32]
     example = backbone.example_inputs(batch_size=2)
     runner = get_or_export(backbone, tuple(example.values()), key, input_names=list(example))
@@ -168,6 +168,13 @@ def _batches(backbone: Backbone, ex: Examples, start: int, stop: int, batch_size
             idx = order[i : i + batch_size]
             yield idx, P.pad_batch([seqs[j] for j in idx], pad)
         return
+    if isinstance(pre, AudioPreprocess):
+        from .backbones.audio import audio_batch
+
+        for i in range(start, stop, batch_size):
+            j = min(i + batch_size, stop)
+            yield np.arange(i - start, j - start), audio_batch(list(ex.inputs[i:j]), pre)
+        return
     raise ConfigError(f"no extraction path for preprocessing {type(pre).__name__}")
 
 
@@ -199,7 +206,7 @@ def extract_features(
     todo = [i for i, _ in enumerate(spans) if _read_shard(path / f"shard-{i:05d}.npy") is None]
     # Stale shards from a different shard_size would break the row order: refuse to mix.
     manifest = path / "manifest.json"
-    meta = {"key": key, "backbone": backbone.name, "weights": backbone.weights.sha256,
+    meta = {"key": key, "backbone": backbone.name, "weights": backbone.weights.current_sha256,
             "preprocess": backbone.preprocess.to_dict(), "n": n, "dim": backbone.feature_dim,
             "shard_size": shard_size, "data": fingerprint, "format": FORMAT_VERSION}
     if manifest.exists():
@@ -208,8 +215,14 @@ def extract_features(
             for f in path.glob("shard-*"):
                 f.unlink()
             todo = list(range(len(spans)))
-    atomic_write_json(manifest, meta)
+    if _distributed()[0] == 0:
+        atomic_write_json(manifest, meta)
     cached = len(spans) - len(todo)
+    rank, world, barrier = _distributed()
+    if world > 1:
+        # Under `accelerate launch`, each process computes every world-th missing shard; all
+        # then wait and read the merged result from the shared cache folder.
+        todo = [i for k, i in enumerate(todo) if k % world == rank]
     engine_used, t0 = "cache", time.perf_counter()
     if todo:
         engine_used, run = make_engine(backbone, engine)
@@ -224,8 +237,26 @@ def extract_features(
             _write_shard(path / f"shard-{i:05d}.npy", out)
         bar.close()
     seconds = time.perf_counter() - t0 if todo else 0.0
+    if world > 1:
+        barrier()
+        missing = [i for i in range(len(spans)) if _read_shard(path / f"shard-{i:05d}.npy") is None]
+        if missing:
+            raise CacheError(f"shards {missing[:5]} of {path} are missing after a distributed "
+                             "extraction: is the cache folder shared by all processes?")
     atomic_write_json(path / "complete.json", {**meta, "engine": engine_used})
     return FeatureSet(path, n, backbone.feature_dim, key, engine_used, seconds, cached, len(todo))
+
+
+def _distributed() -> tuple[int, int, Callable[[], None]]:
+    """(rank, world size, barrier) when running under several processes, else (0, 1, no-op)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size(), torch.distributed.barrier
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from accelerate import PartialState
+
+        state = PartialState()
+        return state.process_index, state.num_processes, state.wait_for_everyone
+    return 0, 1, lambda: None
 
 
 def _progress(total: int, backbone: Backbone, enabled: bool, cached_rows: int) -> Any:

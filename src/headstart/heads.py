@@ -855,6 +855,16 @@ class LogisticHead(_HeadBase):
             linear.bias.copy_(torch.as_tensor(self.intercept_, dtype=torch.float32))
         return HeadModule(self.mean_, self.scale_, linear).eval()
 
+    def load_torch(self, module: HeadModule) -> LogisticHead:
+        """Take the weights of a (fine-tuned) :meth:`to_torch` module back into this head."""
+        check_is_fitted(self)
+        linear = module.layers
+        self.coef_ = linear.weight.detach().cpu().double().numpy().copy()
+        self.intercept_ = linear.bias.detach().cpu().double().numpy().copy()
+        self.mean_ = module.mean.detach().cpu().double().numpy().copy()
+        self.scale_ = module.scale.detach().cpu().double().numpy().copy()
+        return self
+
 
 # --------------------------------------------------------------------------------------------
 # MLP head
@@ -1068,6 +1078,16 @@ class MLPHead(_HeadBase):
                 layer.weight.copy_(torch.as_tensor(w, dtype=torch.float32))
                 layer.bias.copy_(torch.as_tensor(b, dtype=torch.float32))
         return HeadModule(self.mean_, self.scale_, net).eval()
+
+    def load_torch(self, module: HeadModule) -> MLPHead:
+        """Take the weights of a (fine-tuned) :meth:`to_torch` module back into this head."""
+        check_is_fitted(self)
+        first, last = module.layers[0], module.layers[3]
+        self.w1_ = first.weight.detach().cpu().numpy().copy()
+        self.b1_ = first.bias.detach().cpu().numpy().copy()
+        self.w2_ = last.weight.detach().cpu().numpy().copy()
+        self.b2_ = last.bias.detach().cpu().numpy().copy()
+        return self
 
 
 # --------------------------------------------------------------------------------------------

@@ -54,7 +54,21 @@ class TextPreprocess:
         return asdict(self)
 
 
-Preprocess = ImagePreprocess | TextPreprocess
+@dataclass(frozen=True)
+class AudioPreprocess:
+    """Decode, mix to mono, resample to ``sample_rate``, pad/trim to ``max_seconds``, then the
+    backbone's own feature extractor (log-mel for Whisper) from ``extractor`` (a folder)."""
+
+    sample_rate: int
+    max_seconds: float
+    extractor: str
+    kind: str = "audio"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+Preprocess = ImagePreprocess | TextPreprocess | AudioPreprocess
 
 
 @dataclass(frozen=True)

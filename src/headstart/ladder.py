@@ -1,0 +1,141 @@
+"""The rule of thumb, run for the user: extract → fine-tune the top groups → unfreeze more.
+
+:func:`next_step` is a pure function of what has been measured so far, so every decision
+can be tested on scripted score sequences and explained in one sentence. Defaults, and why:
+
+* ``min_examples=1000`` and ``min_per_class=20``: the mission's rule of thumb (feature
+  extraction for 100-1,000 labelled examples, fine-tuning from 1,000+), plus enough
+  examples of the rarest class that the validation split can register a change in it.
+* ``min_gain=0.005``: a rung must add half an accuracy point on validation to justify the
+  next, costlier one (and its risk of forgetting).
+* ``target=0.995``: above this, extraction is as good as the labels allow.
+* ``first_unfreeze=2, step=2, max_rungs=3``: unfreeze the top two groups first, then two
+  more each rung, at most three fine-tuning rungs.
+All are overridable (``--ladder key=value``) and are written into ``decisions.json``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .errors import ConfigError
+
+
+@dataclass
+class LadderConfig:
+    target: float = 0.995
+    min_gain: float = 0.005
+    min_examples: int = 1000
+    min_per_class: int = 20
+    first_unfreeze: int = 2
+    step: int = 2
+    max_rungs: int = 3
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_overrides(cls, overrides: list[str] | None) -> LadderConfig:
+        cfg = cls()
+        for item in overrides or []:
+            key, sep, value = item.partition("=")
+            if not sep or not hasattr(cfg, key):
+                raise ConfigError(f"--ladder takes key=value with key in {list(asdict(cfg))}; got {item!r}")
+            kind = type(getattr(cfg, key))
+            try:
+                setattr(cfg, key, kind(value))
+            except ValueError as exc:
+                raise ConfigError(f"--ladder {key} must be a {kind.__name__}, got {value!r}") from exc
+        return cfg
+
+
+@dataclass
+class Rung:
+    """One measured step: unfreeze=0 is feature extraction."""
+
+    unfreeze: int
+    val_accuracy: float
+    seconds: float
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return "feature extraction" if self.unfreeze == 0 else f"fine-tuning the top {self.unfreeze} groups"
+
+
+@dataclass
+class Decision:
+    action: str  # "finetune" | "stop"
+    unfreeze: int
+    reason: str
+
+
+def _pts(x: float) -> str:
+    return f"{100 * x:.1f} points"
+
+
+def val_resolution(acc: float, n_val: int) -> float:
+    """Standard error of a validation accuracy (binomial)."""
+    return math.sqrt(max(acc * (1 - acc), 1e-4) / max(1, n_val))
+
+
+def next_step(
+    rungs: list[Rung],
+    *,
+    n_labelled: int,
+    min_class_count: int,
+    n_classes: int,
+    n_groups: int,
+    n_val: int,
+    cfg: LadderConfig,
+    time_left_s: float | None = None,
+    curve_slope: float | None = None,
+) -> Decision:
+    """What to do after the rungs measured so far (the first is always extraction)."""
+    if not rungs:
+        return Decision("extract", 0, "feature extraction first: cheap, and it measures the backbone")
+    last = rungs[-1]
+    best = max(rungs, key=lambda r: r.val_accuracy)
+    per_class = n_labelled / max(1, n_classes)
+    if len(rungs) == 1:
+        base = (f"feature extraction reached {last.val_accuracy:.3f} validation accuracy with "
+                f"{n_labelled:,} examples ({per_class:.0f} per class)")
+        if curve_slope is not None:
+            base += ("; the learning curve was still rising " if curve_slope > cfg.min_gain else
+                     "; the learning curve had flattened ") + f"({curve_slope * 100:+.1f} points per doubling)"
+        if last.val_accuracy >= cfg.target:
+            return Decision("stop", 0, f"{base}: at or above the target {cfg.target:.3f}, stopped")
+        if n_labelled < cfg.min_examples or min_class_count < cfg.min_per_class:
+            se = val_resolution(last.val_accuracy, n_val)
+            return Decision("stop", 0, (
+                f"{base}: stopped at extraction, since fine-tuning needs at least "
+                f"{cfg.min_examples:,} labelled examples and {cfg.min_per_class} in every class "
+                f"(smallest class: {min_class_count}); with {n_val} validation examples a gain "
+                f"below about {_pts(2 * se)} could not be told from noise"))
+        k = min(cfg.first_unfreeze, n_groups)
+        if time_left_s is not None and time_left_s <= 0:
+            return Decision("stop", 0, f"{base}: the time budget is spent, stopped")
+        return Decision("finetune", k, f"{base}; fine-tuning the top {k} of {n_groups} groups")
+    prev = max(rungs[:-1], key=lambda r: r.val_accuracy)
+    gain = last.val_accuracy - prev.val_accuracy
+    said = f"{last.label} gave {last.val_accuracy:.3f} ({gain * 100:+.1f} points)"
+    if gain < 0:
+        return Decision("stop", 0, f"{said}: validation fell, stopped; keeping {best.label}")
+    if gain < cfg.min_gain:
+        return Decision("stop", 0, f"{said}: less than {_pts(cfg.min_gain)}, stopped; keeping {best.label}")
+    if last.val_accuracy >= cfg.target:
+        return Decision("stop", 0, f"{said}: at or above the target {cfg.target:.3f}, stopped")
+    n_ft = len(rungs) - 1
+    if n_ft >= cfg.max_rungs:
+        return Decision("stop", 0, f"{said}: {cfg.max_rungs} fine-tuning rungs run, stopped")
+    if last.unfreeze >= n_groups:
+        return Decision("stop", 0, f"{said}: every group is already unfrozen, stopped")
+    k = min(last.unfreeze + cfg.step, n_groups)
+    if time_left_s is not None:
+        estimate = last.seconds * k / max(1, last.unfreeze)
+        if estimate > time_left_s:
+            return Decision("stop", 0, (f"{said}: the next rung would take about {estimate:.0f} s "
+                                        f"but {max(0.0, time_left_s):.0f} s of the budget are left, stopped"))
+    return Decision("finetune", k, f"{said}; unfreezing {k - last.unfreeze} more ({k} of {n_groups})")
