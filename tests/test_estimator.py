@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import image_examples, text_examples
 
+from conftest import image_examples, text_examples
 from headstart import TransferClassifier, load_model
 from headstart.errors import DataError, NotFittedError
 
@@ -13,8 +13,11 @@ from headstart.errors import DataError, NotFittedError
 @pytest.fixture(scope="module")
 def image_clf(tiny_vision_dir, tmp_path_factory):
     ex = image_examples(60)
-    clf = TransferClassifier(backbone=f"local-dir:{tiny_vision_dir}", engine="torch",
-                             cache_dir=str(tmp_path_factory.mktemp("cache")))
+    clf = TransferClassifier(
+        backbone=f"local-dir:{tiny_vision_dir}",
+        engine="torch",
+        cache_dir=str(tmp_path_factory.mktemp("cache")),
+    )
     return clf.fit(ex.inputs, np.array(ex.classes)[ex.labels])
 
 
@@ -43,8 +46,9 @@ def test_saved_and_reloaded_bundle_predicts_identically(image_clf, tmp_path):
 
 def test_text_bundle_round_trip(tiny_text_dir, tmp_path):
     ex = text_examples(60)
-    clf = TransferClassifier(backbone=f"local-dir:{tiny_text_dir}", engine="torch",
-                             cache_dir=str(tmp_path / "c")).fit(ex.inputs, ex.labels)
+    clf = TransferClassifier(
+        backbone=f"local-dir:{tiny_text_dir}", engine="torch", cache_dir=str(tmp_path / "c")
+    ).fit(ex.inputs, ex.labels)
     texts = text_examples(20, seed=5).inputs
     before = clf.predict_proba(texts, cache=False)
     again = load_model(clf.save(tmp_path / "m"))
@@ -71,10 +75,13 @@ def test_unfitted_and_one_class_errors(tiny_vision_dir):
 
 def test_a_second_fit_with_another_head_reuses_the_features(tiny_vision_dir, tmp_path):
     ex = image_examples(40)
-    a = TransferClassifier(backbone=f"local-dir:{tiny_vision_dir}", engine="torch", cache_dir=str(tmp_path))
+    a = TransferClassifier(
+        backbone=f"local-dir:{tiny_vision_dir}", engine="torch", cache_dir=str(tmp_path)
+    )
     a.fit(ex.inputs, ex.labels)
     assert a.last_feature_set_.computed_shards == 1
-    b = TransferClassifier(backbone=f"local-dir:{tiny_vision_dir}", head="mlp", engine="torch",
-                           cache_dir=str(tmp_path))
+    b = TransferClassifier(
+        backbone=f"local-dir:{tiny_vision_dir}", head="mlp", engine="torch", cache_dir=str(tmp_path)
+    )
     b.fit(ex.inputs, ex.labels)
     assert b.last_feature_set_.computed_shards == 0 and b.last_feature_set_.cached_shards == 1

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import image_examples, text_examples
 
+from conftest import image_examples, text_examples
 from headstart.backbones import load_backbone
 from headstart.errors import ConfigError
 from headstart.extract import extract_features
@@ -38,10 +38,16 @@ def test_second_extraction_reads_the_cache(vit, tmp_path):
 
 
 def test_cache_key_depends_on_data_and_preprocessing(vit, tiny_vision_dir, tmp_path):
-    a = extract_features(vit, image_examples(20), engine="torch", cache_dir=tmp_path, progress=False)
-    b = extract_features(vit, image_examples(20, seed=1), engine="torch", cache_dir=tmp_path, progress=False)
+    a = extract_features(
+        vit, image_examples(20), engine="torch", cache_dir=tmp_path, progress=False
+    )
+    b = extract_features(
+        vit, image_examples(20, seed=1), engine="torch", cache_dir=tmp_path, progress=False
+    )
     other = load_backbone(f"local-dir:{tiny_vision_dir}", image_size=24)
-    c = extract_features(other, image_examples(20), engine="torch", cache_dir=tmp_path, progress=False)
+    c = extract_features(
+        other, image_examples(20), engine="torch", cache_dir=tmp_path, progress=False
+    )
     assert len({a.key, b.key, c.key}) == 3
 
 
@@ -65,7 +71,9 @@ def test_text_extraction_keeps_input_order_despite_length_sorting(tiny_text_dir,
     fs = extract_features(bb, ex, batch_size=4, engine="torch", cache_dir=tmp_path, progress=False)
     from headstart.extract import features_in_memory
 
-    single = np.concatenate([features_in_memory(bb, ex.subset([i]), batch_size=1) for i in range(len(ex))])
+    single = np.concatenate(
+        [features_in_memory(bb, ex.subset([i]), batch_size=1) for i in range(len(ex))]
+    )
     np.testing.assert_allclose(fs.load(), single, atol=1e-5)
 
 
@@ -103,7 +111,9 @@ def test_killed_extraction_resumes_with_identical_features(tiny_vision_dir, tmp_
     script.write_text(SCRIPT.format(src=SRC, tests=str(Path(__file__).parent)))
     killed, clean = tmp_path / "killed", tmp_path / "clean"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, str(script), str(tiny_vision_dir), str(killed)], env=env)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(tiny_vision_dir), str(killed)], env=env
+    )
     deadline = time.time() + 120
     while time.time() < deadline and not list(killed.glob("*/shard-00003.json")):
         time.sleep(0.01)
@@ -114,12 +124,21 @@ def test_killed_extraction_resumes_with_identical_features(tiny_vision_dir, tmp_
     done_before = len(list(entry.glob("shard-*.json")))
     assert 0 < done_before < 188
 
-    out = subprocess.run([sys.executable, str(script), str(tiny_vision_dir), str(killed)],
-                         env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, str(script), str(tiny_vision_dir), str(killed)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     computed, cached = map(int, out.stdout.split())
     assert cached >= done_before and computed + cached == 188
-    subprocess.run([sys.executable, str(script), str(tiny_vision_dir), str(clean)], env=env, check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, str(script), str(tiny_vision_dir), str(clean)],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     resumed = np.concatenate([np.load(p) for p in sorted(entry.glob("shard-*.npy"))])
     fresh_entry = next(clean.iterdir())
     fresh = np.concatenate([np.load(p) for p in sorted(fresh_entry.glob("shard-*.npy"))])

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import image_examples
 
+from conftest import image_examples
 from headstart.backbones import load_backbone
 from headstart.errors import ConfigError
 from headstart.finetune import FinetuneConfig, TransferModel, _param_groups, finetune, select_groups
@@ -46,9 +46,15 @@ def test_frozen_parameters_and_batchnorm_statistics_do_not_move():
     tuned = {p for g in trainable for p in g.params}
     frozen_names = {p for g in frozen for p in g.params}
     frozen_modules = {n.rsplit(".", 1)[0] for n in frozen_names}
-    moved_frozen = [k for k in before if k.rsplit(".", 1)[0] in frozen_modules and not torch.equal(before[k], after[k])]
+    moved_frozen = [
+        k
+        for k in before
+        if k.rsplit(".", 1)[0] in frozen_modules and not torch.equal(before[k], after[k])
+    ]
     assert moved_frozen == []  # weights and BN running stats of frozen groups
-    bn_buffers = [k for k in before if k.endswith("running_mean") and k.rsplit(".", 1)[0] in frozen_modules]
+    bn_buffers = [
+        k for k in before if k.endswith("running_mean") and k.rsplit(".", 1)[0] in frozen_modules
+    ]
     assert bn_buffers, "the test needs BatchNorm layers in frozen groups"
     assert any(not torch.equal(before[k], after[k]) for k in tuned)
 
@@ -64,7 +70,11 @@ def test_learning_rate_groups_follow_ratio_and_layer_decay():
     names = [g.name for g in reversed(trainable)]  # top first
     assert [lrs[n] for n in names] == pytest.approx([5e-5, 2.5e-5, 1.25e-5])
     in_groups = {id(p) for g in groups for p in g["params"]}
-    assert all(id(p) in in_groups for n, p in bb.named_parameters() if any(n in g.params for g in trainable))
+    assert all(
+        id(p) in in_groups
+        for n, p in bb.named_parameters()
+        if any(n in g.params for g in trainable)
+    )
     assert all(g["weight_decay"] == 0.0 for g in groups if g["params"][0].ndim <= 1)
 
 
@@ -90,8 +100,15 @@ def test_linear_cka_is_one_for_the_same_space_and_low_for_noise():
 # ------------------------------------------------------------------------------ ladder
 def _decide(scores, n=5000, per_class_min=400, n_groups=9, n_val=1000, **kw):
     rungs = [Rung(u, s, 10.0) for u, s in scores]
-    return next_step(rungs, n_labelled=n, min_class_count=per_class_min, n_classes=10,
-                     n_groups=n_groups, n_val=n_val, cfg=LadderConfig(**kw))
+    return next_step(
+        rungs,
+        n_labelled=n,
+        min_class_count=per_class_min,
+        n_classes=10,
+        n_groups=n_groups,
+        n_val=n_val,
+        cfg=LadderConfig(**kw),
+    )
 
 
 def test_ladder_decisions_on_scripted_scores():
@@ -115,16 +132,45 @@ def test_ladder_decisions_on_scripted_scores():
 
 def test_ladder_stops_when_the_next_rung_does_not_fit_the_budget():
     rungs = [Rung(0, 0.8, 5.0), Rung(2, 0.85, 100.0)]
-    d = next_step(rungs, n_labelled=5000, min_class_count=400, n_classes=10, n_groups=9,
-                  n_val=1000, cfg=LadderConfig(), time_left_s=50.0)
+    d = next_step(
+        rungs,
+        n_labelled=5000,
+        min_class_count=400,
+        n_classes=10,
+        n_groups=9,
+        n_val=1000,
+        cfg=LadderConfig(),
+        time_left_s=50.0,
+    )
     assert d.action == "stop" and "200 s" in d.reason
 
 
 # --------------------------------------------------------------------- resume and DDP
 def _fit_cmd(data: Path, backbone: str, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "headstart", "fit", str(data), "--backbone", backbone,
-            "--strategy", "finetune", "--unfreeze", "2", "--epochs", "4", "--patience", "9",
-            "--engine", "torch", "--no-baseline", "--out", str(out), "-q", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "headstart",
+        "fit",
+        str(data),
+        "--backbone",
+        backbone,
+        "--strategy",
+        "finetune",
+        "--unfreeze",
+        "2",
+        "--epochs",
+        "4",
+        "--patience",
+        "9",
+        "--engine",
+        "torch",
+        "--no-baseline",
+        "--out",
+        str(out),
+        "-q",
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -145,12 +191,15 @@ def more_pets(tmp_path_factory):
     return write_image_folder(tmp_path_factory.mktemp("ft2") / "pets", per_class=400)
 
 
-def test_kill_during_epoch_two_then_resume_equals_an_uninterrupted_run(more_pets, tiny_vision_dir, tmp_path):
+def test_kill_during_epoch_two_then_resume_equals_an_uninterrupted_run(
+    more_pets, tiny_vision_dir, tmp_path
+):
     bb = f"local-dir:{tiny_vision_dir}"
     pets = more_pets
     killed, clean = tmp_path / "killed", tmp_path / "clean"
-    proc = subprocess.Popen(_fit_cmd(pets, bb, killed), env=_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _fit_cmd(pets, bb, killed), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     ckpt = killed / "checkpoints" / "rung-2.pt"
     deadline = time.time() + 300
     while time.time() < deadline and not ckpt.exists() and proc.poll() is None:
@@ -163,24 +212,42 @@ def test_kill_during_epoch_two_then_resume_equals_an_uninterrupted_run(more_pets
     subprocess.run(_fit_cmd(pets, bb, clean), env=_env(), check=True, capture_output=True)
     a = json.loads((killed / "metrics.json").read_text())
     b = json.loads((clean / "metrics.json").read_text())
+
     def curve(m):
-        return [(h["epoch"], h["train_loss"], h["val_loss"], h["val_accuracy"]) for h in m["finetune"]["history"]]
+        return [
+            (h["epoch"], h["train_loss"], h["val_loss"], h["val_accuracy"])
+            for h in m["finetune"]["history"]
+        ]
 
     assert len(curve(a)) == 4 and curve(a) == curve(b)
-    assert a["test"]["accuracy"] == b["test"]["accuracy"] and a["test"]["log_loss"] == b["test"]["log_loss"]
+    assert (
+        a["test"]["accuracy"] == b["test"]["accuracy"]
+        and a["test"]["log_loss"] == b["test"]["log_loss"]
+    )
     from safetensors.numpy import load_file
 
-    ha, hb = load_file(killed / "model" / "head.safetensors"), load_file(clean / "model" / "head.safetensors")
+    ha, hb = (
+        load_file(killed / "model" / "head.safetensors"),
+        load_file(clean / "model" / "head.safetensors"),
+    )
     assert all(np.array_equal(ha[k], hb[k]) for k in ha)
 
 
 def test_a_changed_freezing_plan_is_refused_on_resume(pets, tiny_vision_dir, tmp_path):
     bb = f"local-dir:{tiny_vision_dir}"
     out = tmp_path / "run"
-    subprocess.run(_fit_cmd(pets, bb, out, "--epochs", "1"), env=_env(), check=True, capture_output=True)
-    (out / "checkpoints" / "rung-1.pt").write_bytes((out / "checkpoints" / "rung-2.pt").read_bytes())
-    res = subprocess.run(_fit_cmd(pets, bb, out, "--epochs", "1", "--unfreeze", "1"), env=_env(),
-                         capture_output=True, text=True)
+    subprocess.run(
+        _fit_cmd(pets, bb, out, "--epochs", "1"), env=_env(), check=True, capture_output=True
+    )
+    (out / "checkpoints" / "rung-1.pt").write_bytes(
+        (out / "checkpoints" / "rung-2.pt").read_bytes()
+    )
+    res = subprocess.run(
+        _fit_cmd(pets, bb, out, "--epochs", "1", "--unfreeze", "1"),
+        env=_env(),
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 2 and "different" in res.stderr and "unfro" in res.stderr
 
 
@@ -188,9 +255,22 @@ def test_accelerate_two_processes_match_one(pets, tiny_vision_dir, tmp_path):
     bb = f"local-dir:{tiny_vision_dir}"
     one, two = tmp_path / "one", tmp_path / "two"
     subprocess.run(_fit_cmd(pets, bb, one), env=_env(), check=True, capture_output=True)
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu",
-              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m",
-              *_fit_cmd(pets, bb, two)[2:]]
+    launch = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--num_processes",
+        "2",
+        "--cpu",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        *_fit_cmd(pets, bb, two)[2:],
+    ]
     res = subprocess.run(launch, env=_env(), capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     a = json.loads((one / "metrics.json").read_text())

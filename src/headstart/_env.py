@@ -8,8 +8,19 @@ import platform
 import sys
 from typing import Any
 
-_PACKAGES = ("headstart", "torch", "torchvision", "timm", "transformers", "safetensors",
-             "scikit-learn", "numpy", "onnxruntime", "accelerate", "pillow")
+_PACKAGES = (
+    "headstart",
+    "torch",
+    "torchvision",
+    "timm",
+    "transformers",
+    "safetensors",
+    "scikit-learn",
+    "numpy",
+    "onnxruntime",
+    "accelerate",
+    "pillow",
+)
 
 
 def versions() -> dict[str, str]:

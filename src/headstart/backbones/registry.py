@@ -122,9 +122,8 @@ def weights_status(name: str) -> str:
     source, rest = name.split(":", 1)
     if source == "torchvision":
         try:
-            from torchvision.models import get_model_weights
-
             import torch
+            from torchvision.models import get_model_weights
 
             url = get_model_weights(rest.split(".")[0]).DEFAULT.url
             if (Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)).exists():
@@ -132,7 +131,10 @@ def weights_status(name: str) -> str:
         except Exception:
             return "unknown"
         return "download"
-    hub = Path(os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub")
+    hub = Path(
+        os.environ.get("HF_HUB_CACHE")
+        or Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub"
+    )
     repo = rest if source == "hf" else f"timm/{rest}"
     if (hub / ("models--" + repo.replace("/", "--"))).exists():
         return "cached"
@@ -146,6 +148,13 @@ def list_backbones(modality: str | None = None) -> list[dict[str, object]]:
     for k in KNOWN:
         if modality and k.modality != modality:
             continue
-        rows.append({"name": k.name, "modality": k.modality, "params_m": k.params_m,
-                     "weights": weights_status(k.name), "note": k.note})
+        rows.append(
+            {
+                "name": k.name,
+                "modality": k.modality,
+                "params_m": k.params_m,
+                "weights": weights_status(k.name),
+                "note": k.note,
+            }
+        )
     return rows

@@ -7,9 +7,12 @@ import json
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="metrics of a saved model on labelled data",
-                       description="DATA is an image folder, a table file, or a built-in data "
-                       "set (its official test split, or all of it when it has none).")
+    p = sub.add_parser(
+        "evaluate",
+        help="metrics of a saved model on labelled data",
+        description="DATA is an image folder, a table file, or a built-in data "
+        "set (its official test split, or all of it when it has none).",
+    )
     p.add_argument("model")
     p.add_argument("data")
     p.add_argument("--text-column")
@@ -29,20 +32,27 @@ def run(args: argparse.Namespace) -> int:
     from ..metrics import classification_metrics
 
     clf = load_model(args.model)
-    columns = {"text_column": args.text_column, "image_column": args.image_column,
-               "label_column": args.label_column}
+    columns = {
+        "text_column": args.text_column,
+        "image_column": args.image_column,
+        "label_column": args.label_column,
+    }
     pool, test, _ = _read_spec(args.data, columns, "raise")
     ex = test if test is not None else pool
     classes = list(clf.classes_)
     unknown = sorted(set(ex.classes) - set(classes))
     if unknown:
-        raise DataError(f"{args.data} has labels the model was not trained on: {unknown[:10]}. "
-                        f"The model knows {classes}.")
+        raise DataError(
+            f"{args.data} has labels the model was not trained on: {unknown[:10]}. "
+            f"The model knows {classes}."
+        )
     remap = np.array([classes.index(c) for c in ex.classes])
     y = remap[ex.labels]
     proba = clf.predict_proba(ex)
     metrics = classification_metrics(y, proba, classes)
-    print(f"accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f} on {len(y)} examples")
+    print(
+        f"accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f} on {len(y)} examples"
+    )
     print(json.dumps({k: metrics[k] for k in ("accuracy", "macro_f1", "per_class")}, indent=2))
     if args.out:
         atomic_write_json(args.out, metrics)

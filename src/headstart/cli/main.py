@@ -32,8 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     if args.command is None:
         parser.print_help()
         return 2
@@ -43,6 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"headstart {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: finished shards and checkpoints are kept; run the same command "
-              "again to resume", file=sys.stderr)
+        print(
+            "interrupted: finished shards and checkpoints are kept; run the same command "
+            "again to resume",
+            file=sys.stderr,
+        )
         return 130

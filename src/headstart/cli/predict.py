@@ -6,12 +6,16 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predict", help="predict with a saved model: one JSON line per input",
-                       description="Inputs are image files, or (text models) texts; a .txt file "
-                       "gives one text per line and '-' reads lines from standard input.")
+    p = sub.add_parser(
+        "predict",
+        help="predict with a saved model: one JSON line per input",
+        description="Inputs are image files, or (text models) texts; a .txt file "
+        "gives one text per line and '-' reads lines from standard input.",
+    )
     p.add_argument("model", help="a model bundle folder (runs/NAME/model)")
     p.add_argument("inputs", nargs="+")
     p.add_argument("--top", type=int, default=0, help="only the top K probabilities (0: all)")
@@ -50,13 +54,17 @@ def run(args: argparse.Namespace) -> int:
         for item in args.inputs:
             open_image(item)  # clear error naming the file before any work
         inputs, names = list(args.inputs), list(args.inputs)
-    ex = Examples(clf.modality_, inputs, np.full(len(inputs), -1), list(clf.classes_), name="predict")
+    modality: Any = clf.modality_
+    ex = Examples(modality, inputs, np.full(len(inputs), -1), list(clf.classes_), name="predict")
     proba = clf.predict_proba(ex)
     for name, p in zip(names, proba, strict=True):
         order = np.argsort(-p)
         if args.top:
             order = order[: args.top]
-        row = {"input": name, "label": str(clf.classes_[int(np.argmax(p))]),
-               "probabilities": {str(clf.classes_[i]): round(float(p[i]), 6) for i in order}}
+        row = {
+            "input": name,
+            "label": str(clf.classes_[int(np.argmax(p))]),
+            "probabilities": {str(clf.classes_[i]): round(float(p[i]), 6) for i in order},
+        }
         print(json.dumps(row))
     return 0
