@@ -195,7 +195,7 @@ def main() -> None:
                 backbone="torchvision:mobilenet_v2",
                 strategy="extract",
                 train_size=1000,
-                test_size=1000,
+                test_size=1000 if args.quick else None,
                 cache_dir=c,
                 baseline=False,
             )
