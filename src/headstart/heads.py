@@ -1082,7 +1082,8 @@ class MLPHead(_HeadBase):
     def load_torch(self, module: HeadModule) -> MLPHead:
         """Take the weights of a (fine-tuned) :meth:`to_torch` module back into this head."""
         check_is_fitted(self)
-        first, last = module.layers[0], module.layers[3]
+        layers: Any = module.layers
+        first, last = layers[0], layers[3]
         self.w1_ = first.weight.detach().cpu().numpy().copy()
         self.b1_ = first.bias.detach().cpu().numpy().copy()
         self.w2_ = last.weight.detach().cpu().numpy().copy()

@@ -39,8 +39,14 @@ def _group_patterns() -> list[tuple[str, str]]:
 class HFTextBackbone(Backbone):
     """``encoder(input_ids, attention_mask)`` pooled by ``mean`` (masked) or ``cls``."""
 
-    def __init__(self, name: str, encoder: nn.Module, preprocess: TextPreprocess,
-                 weights: WeightsInfo, pooling: str) -> None:
+    def __init__(
+        self,
+        name: str,
+        encoder: nn.Module,
+        preprocess: TextPreprocess,
+        weights: WeightsInfo,
+        pooling: str,
+    ) -> None:
         super().__init__()
         self.name = name
         self.modality = "text"
@@ -80,8 +86,14 @@ class HFVisionBackbone(Backbone):
 
     preprocess: ImagePreprocess
 
-    def __init__(self, name: str, encoder: nn.Module, preprocess: ImagePreprocess,
-                 weights: WeightsInfo, pooling: str) -> None:
+    def __init__(
+        self,
+        name: str,
+        encoder: nn.Module,
+        preprocess: ImagePreprocess,
+        weights: WeightsInfo,
+        pooling: str,
+    ) -> None:
         super().__init__()
         self.name = name
         self.modality = "image"
@@ -137,8 +149,14 @@ def _from_pretrained(cls: Any, where: str | Path, full: str, **kw: Any) -> Any:
         ) from exc
 
 
-def load_hf(repo: str, pretrained: bool, *, pooling: str | None = None,
-            max_length: int | None = None, image_size: int | None = None) -> Backbone:
+def load_hf(
+    repo: str,
+    pretrained: bool,
+    *,
+    pooling: str | None = None,
+    max_length: int | None = None,
+    image_size: int | None = None,
+) -> Backbone:
     from transformers import AutoConfig, AutoModel
     from transformers.utils import logging as hf_logging
 
@@ -158,9 +176,12 @@ def load_hf(repo: str, pretrained: bool, *, pooling: str | None = None,
         model = AutoModel.from_config(config, **_no_pooler(config))
         source = "random initialisation"
     model.eval()
-    weights = WeightsInfo(pretrained=pretrained, source=source,
-                          sha256=state_dict_sha256(model), file=str(where))
-    if config.model_type in _VISION_TYPES or (hasattr(config, "num_channels") and not hasattr(config, "vocab_size")):
+    weights = WeightsInfo(
+        pretrained=pretrained, source=source, sha256=state_dict_sha256(model), file=str(where)
+    )
+    if config.model_type in _VISION_TYPES or (
+        hasattr(config, "num_channels") and not hasattr(config, "vocab_size")
+    ):
         pre = _image_preprocess(where, config, image_size)
         pool = pooling or ("cls+mean" if config.model_type.startswith("dinov2") else "cls")
         return HFVisionBackbone(full, model, pre, weights, pool)
@@ -177,7 +198,11 @@ def load_hf(repo: str, pretrained: bool, *, pooling: str | None = None,
 
 def _no_pooler(config: Any) -> dict[str, Any]:
     # BERT-style poolers are trained for next-sentence prediction (or not at all): unused here.
-    return {"add_pooling_layer": False} if config.model_type in ("bert", "roberta", "vit", "xlm-roberta", "mpnet") else {}
+    return (
+        {"add_pooling_layer": False}
+        if config.model_type in ("bert", "roberta", "vit", "xlm-roberta", "mpnet")
+        else {}
+    )
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

@@ -187,7 +187,8 @@ def _dinov2_config(graph: OnnxGraph, w: dict[str, np.ndarray], prefix: str) -> d
 def _load_checked(model_dir: Path, source: Path) -> Any:
     from transformers import Dinov2Model
 
-    model, info = Dinov2Model.from_pretrained(model_dir, output_loading_info=True)
+    loaded: Any = Dinov2Model.from_pretrained(model_dir, output_loading_info=True)
+    model, info = loaded
     problems = {k: sorted(map(str, v)) for k, v in info.items() if v}
     if problems:
         raise BackboneError(
