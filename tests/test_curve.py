@@ -1,0 +1,270 @@
+"""The data-efficiency study: cells, shared splits, the table, resume, and experiment logging."""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from headstart.curve import CurveConfig, headline, run_curve, summarise_cells
+from headstart.errors import ConfigError
+from headstart.tracking import Tracker
+from test_report import SRC, assert_self_contained, embedded_pngs, inspect_page, needs_chromium
+
+# Everything tiny: 1 epoch or step per trainer, the 2-layer 32-px DINOv2 of conftest.
+FAST = {"engine": "torch", "epochs": 1, "scratch_epochs": 1, "scratch_min_steps": 1,
+        "cnn_epochs": 1, "cnn_min_steps": 2, "finetune_batch_size": 16}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def pets(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from test_cli import write_image_folder
+
+    return write_image_folder(tmp_path_factory.mktemp("curve") / "pets", per_class=30)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory, pets: Path, tiny_vision_dir: Path):
+    out = tmp_path_factory.mktemp("study") / "curve"
+    res = run_curve(str(pets), out=str(out), fractions=[0.25, 1.0], seeds=2,
+                    strategies=["scratch", "extract", "finetune", "baseline"],
+                    backbone=f"local-dir:{tiny_vision_dir}", progress=False, **FAST)  # fmt: skip
+    return res
+
+
+def _cells(out: Path) -> dict[str, dict]:
+    return {p.stem: json.loads(p.read_text()) for p in sorted((out / "cells").glob("*.json"))}
+
+
+def test_every_cell_is_computed_on_shared_splits(study):
+    cells = _cells(study.out)
+    # scratch on images brings the small CNN: 5 strategies x 2 fractions x 2 seeds
+    assert len(cells) == 20 and study.complete and len(study.computed) == 20 and not study.reused
+    for f in (0.25, 1.0):
+        for seed in (0, 1):
+            same = [c for c in cells.values() if c["fraction"] == f and c["seed"] == seed]
+            assert {c["strategy"] for c in same} == {
+                "scratch",
+                "cnn",
+                "extract",
+                "finetune",
+                "baseline",
+            }
+            assert len({c["split"] for c in same}) == 1  # one train/val split for every strategy
+            assert len({(c["n_train"], c["n_val"]) for c in same}) == 1
+    small = {
+        c["seed"]: c for c in cells.values() if c["strategy"] == "extract" and c["fraction"] == 0.25
+    }
+    assert small[0]["split"] != small[1]["split"]  # seeds draw different subsets
+    assert small[0]["n_labelled"] == 12 and small[0]["n_train"] + small[0]["n_val"] == 12
+    full = next(c for c in cells.values() if c["fraction"] == 1.0)
+    assert full["n_labelled"] == 48  # 60 images less a 0.2 test split
+    assert all(c["test"]["n"] == 12 for c in cells.values())  # one fixed test split
+
+
+def test_table_is_mean_and_sample_std_over_seeds(study):
+    cells = _cells(study.out)
+    assert len(study.rows) == 10
+    for row in study.rows:
+        accs = [c["test"]["accuracy"] for c in cells.values()
+                if c["strategy"] == row["strategy"] and c["fraction"] == row["fraction"]]  # fmt: skip
+        assert row["n_seeds"] == len(accs) == 2
+        assert row["accuracy_mean"] == pytest.approx(np.mean(accs))
+        assert row["accuracy_std"] == pytest.approx(np.std(accs, ddof=1))
+    doc = json.loads((study.out / "curve.json").read_text())
+    assert doc["rows"] == study.rows and doc["complete"] is True
+    assert doc["strategies"] == ["scratch", "cnn", "extract", "finetune", "baseline"]
+    ft = next(r for r in study.rows if r["strategy"] == "finetune" and r["fraction"] == 0.25)
+    best = max((r for r in study.rows if r["strategy"] in ("scratch", "cnn") and r["fraction"] == 1.0),
+               key=lambda r: r["accuracy_mean"])  # fmt: skip
+    assert study.headline.startswith("With 25% of the labels (12 examples), fine-tuned transfer")
+    assert (
+        f"reaches {100 * ft['accuracy_mean'] / best['accuracy_mean']:.0f}% of the" in study.headline
+    )
+    md = (study.out / "results.md").read_text()
+    assert "| labels | examples | from scratch (same architecture) |" in md
+    assert study.headline in md
+
+
+def test_study_report_and_plot(study, tmp_path: Path):
+    from test_report import png_size
+
+    w, h = png_size((study.out / "curve.png").read_bytes())
+    assert w > 500 and h > 300
+    page = (study.out / "report.html").read_text()
+    assert html.escape(study.headline) in page
+    assert "small CNN from scratch" in page and "How each strategy was trained" in page
+    assert len(embedded_pngs(page)) == 1
+    assert_self_contained(page)
+
+
+@needs_chromium
+def test_study_report_renders_in_chromium(study, tmp_path: Path):
+    found = inspect_page(study.out / "report.html", tmp_path)
+    assert found["console"] == [] and found["errors"] == []
+    assert len(found["imgs"]) == 1 and found["imgs"][0]["w"] > 500 and found["imgs"][0]["rw"] > 0
+
+
+def test_a_partial_study_resumes_and_a_changed_setting_recomputes_only_its_cells(
+    pets: Path, tiny_vision_dir: Path, tmp_path: Path
+):
+    kw = {"out": str(tmp_path / "c"), "fractions": [0.5, 1.0], "seeds": 1,
+          "strategies": ["extract", "finetune"], "backbone": f"local-dir:{tiny_vision_dir}",
+          "progress": False, **FAST}  # fmt: skip
+    first = run_curve(str(pets), max_new_cells=3, **kw)
+    assert (len(first.computed), first.reused, first.complete) == (3, [], False)
+    assert first.headline.startswith("(partial: 3 of 4 cells)")
+    assert "The study is not finished" in (tmp_path / "c" / "report.html").read_text()
+    stamps = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "c" / "cells").glob("*.json")}
+    second = run_curve(str(pets), **kw)
+    assert sorted(second.reused) == sorted(first.computed) and len(second.computed) == 1
+    assert second.complete
+    assert all((tmp_path / "c" / "cells" / n).stat().st_mtime_ns == t for n, t in stamps.items())
+    third = run_curve(str(pets), **{**kw, "epochs": 2})  # fine-tuning changes, extraction not
+    assert sorted(third.computed) == ["finetune-f0.5-seed0", "finetune-f1-seed0"]
+    assert sorted(third.reused) == ["extract-f0.5-seed0", "extract-f1-seed0"]
+
+
+def _curve_cmd(data: Path, backbone: Path, out: Path) -> list[str]:
+    code = ("import sys; from headstart.cli import main, curve\n"
+            "if curve not in main.COMMANDS: main.COMMANDS = (*main.COMMANDS, curve)\n"
+            "sys.exit(main.main(sys.argv[1:]))")  # fmt: skip
+    return [sys.executable, "-c", code, "curve", str(data), "--backbone", f"local-dir:{backbone}",
+            "--fractions", "0.5,1", "--seeds", "2", "--strategies", "extract,finetune,cnn",
+            "--engine", "torch", "--epochs", "1", "--cnn-epochs", "2", "--cnn-min-steps", "8",
+            "--out", str(out), "-q"]  # fmt: skip
+
+
+def test_a_killed_study_resumes_without_recomputing_finished_cells(
+    pets: Path, tiny_vision_dir: Path, tmp_path: Path
+):
+    out = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
+    cmd = _curve_cmd(pets, tiny_vision_dir, out)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if len(list((out / "cells").glob("*.json"))) >= 3:
+            break
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = {
+        p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in (out / "cells").glob("*.json")
+    }
+    assert 3 <= len(finished) < 12, "the study must be killed part way"
+    assert not (out / "curve.json").exists()
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert f"cells: {12 - len(finished)} computed, {len(finished)} reused" in res.stdout
+    for name, (mtime, content) in finished.items():
+        p = out / "cells" / name
+        assert p.stat().st_mtime_ns == mtime and p.read_bytes() == content
+    assert len(list((out / "cells").glob("*.json"))) == 12
+    assert json.loads((out / "curve.json").read_text())["complete"] is True
+
+
+def test_headline_compares_low_budget_transfer_with_the_best_full_budget_scratch_model():
+    def cell(strategy: str, fraction: float, seed: int, acc: float) -> dict:
+        return {"strategy": strategy, "fraction": fraction, "seed": seed, "seconds": 1.0,
+                "n_labelled": int(fraction * 1000), "test": {"accuracy": acc, "macro_f1": acc}}  # fmt: skip
+
+    cells = [cell("finetune", 0.01, s, a) for s, a in ((0, 0.70), (1, 0.74))]
+    cells += [cell("scratch", 1.0, s, a) for s, a in ((0, 0.85), (1, 0.87))]
+    cells += [cell("cnn", 1.0, s, a) for s, a in ((0, 0.89), (1, 0.91))]
+    cells += [cell("scratch", 0.01, 0, 0.3), cell("extract", 0.01, 0, 0.8)]
+    text, detail = headline(summarise_cells(cells))
+    assert detail["reference"] == "cnn" and detail["ratio"] == pytest.approx(0.72 / 0.90)
+    assert text.startswith(
+        "With 1% of the labels (10 examples), fine-tuned transfer reaches 80% of"
+    )
+    assert "trained on 100% (1,000 examples; a small CNN): 72.0% vs 90.0%" in text
+    no_ref, _ = headline(summarise_cells([cell("extract", 0.1, 0, 0.5)]))
+    assert no_ref.startswith("No headline")
+
+
+def test_bad_settings_are_refused_with_the_fix(tmp_path: Path, tiny_text_dir: Path):
+    with pytest.raises(ConfigError, match=r"'fractions' .* in \(0, 1\].*Got \[0\.0, 1\.5\]"):
+        CurveConfig(fractions=[0.0, 1.5])
+    with pytest.raises(ConfigError, match=r"'strategies' .*extract, finetune.*Got \['transfer'\]"):
+        CurveConfig(strategies=["extract", "transfer"])
+    with pytest.raises(ConfigError, match="'seeds'"):
+        CurveConfig(seeds=0)
+    from conftest import text_examples
+
+    ex = text_examples(40)
+    table = tmp_path / "reviews.csv"
+    table.write_text(
+        "text,label\n"
+        + "".join(f"{t},{ex.classes[y]}\n" for t, y in zip(ex.inputs, ex.labels, strict=True))
+    )
+    with pytest.raises(ConfigError, match="'cnn' strategy is a baseline for images"):
+        run_curve(str(table), out=str(tmp_path / "o"), strategies=["cnn"],
+                  backbone=f"local-dir:{tiny_text_dir}", progress=False)  # fmt: skip
+    from headstart.cli.curve import _fractions
+
+    assert _fractions("1%, 10%,1.0") == [0.01, 0.1, 1.0]
+    with pytest.raises(ConfigError, match="comma-separated fractions"):
+        _fractions("0.1;0.2")
+
+
+# ------------------------------------------------------------------------------- tracking
+def _importable(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+def test_tracker_is_off_by_default_and_names_its_choices(tmp_path: Path):
+    with Tracker("none", tmp_path) as t:
+        t.log_params({"a": 1})
+        t.log_metrics({"x": 1.0}, step=1)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ConfigError, match=r"one of none, tensorboard, mlflow\. Got 'wandb'"):
+        Tracker("wandb", tmp_path)
+
+
+@pytest.mark.parametrize("kind", ["tensorboard", "mlflow"])
+def test_a_missing_tracking_package_says_how_to_install_it(kind: str, tmp_path: Path):
+    if _importable(kind):
+        pytest.skip(f"{kind} is installed here")
+    with pytest.raises(ConfigError, match=f"pip install {kind}"):
+        Tracker(kind, tmp_path)
+
+
+@pytest.mark.skipif(not _importable("tensorboard"), reason="pip install tensorboard")
+def test_curve_logs_to_tensorboard(study, tmp_path: Path, tiny_vision_dir: Path, pets: Path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = json.loads((study.out / "curve.json").read_text())["config"]
+    again = run_curve(CurveConfig(**{**cfg, "track": "tensorboard"}), progress=False)
+    assert again.computed == []  # the cells are reused; only the logging is new
+    ea = EventAccumulator(str(study.out / "tb"))
+    ea.Reload()
+    ft = [(e.step, e.value) for e in ea.Scalars("finetune/test_accuracy")]
+    expect = [
+        (r["n_labelled"], r["accuracy_mean"]) for r in study.rows if r["strategy"] == "finetune"
+    ]
+    assert [s for s, _ in ft] == [s for s, _ in expect]
+    assert [v for _, v in ft] == pytest.approx([v for _, v in expect], abs=1e-6)
+
+
+@pytest.mark.skipif(not _importable("mlflow"), reason="pip install mlflow")
+def test_curve_logs_to_a_local_mlflow_store(study):
+    import mlflow
+
+    cfg = json.loads((study.out / "curve.json").read_text())["config"]
+    run_curve(CurveConfig(**{**cfg, "track": "mlflow"}), progress=False)
+    mlflow.set_tracking_uri("sqlite:///" + str((study.out / "mlflow.db").resolve()))
+    runs = mlflow.search_runs(experiment_names=["headstart"], output_format="list")
+    assert len(runs) == 1 and runs[0].data.params["seeds"] == "2"
+    history = mlflow.MlflowClient().get_metric_history(runs[0].info.run_id, "extract/test_accuracy")
+    assert sorted(m.step for m in history) == [12, 48]
