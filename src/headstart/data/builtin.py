@@ -228,6 +228,38 @@ def _pang_lee_reader(file: str, name: str) -> Callable[[Path], Loaded]:
     return read
 
 
+def _read_spoken_commands(folder: Path) -> Loaded:
+    from headstart.data.audio import read_audio_folder
+
+    parts = []
+    for part in ("train", "test"):
+        ex = read_audio_folder(folder / part)
+        ex.name = f"spoken-commands ({part})"
+        ex.meta.update(builtin="spoken-commands", split=part, folder=str(folder), synthetic=True)
+        parts.append(ex)
+    return parts[0], parts[1]
+
+
+def _read_dictation(folder: Path) -> Loaded:
+    raise DataError(
+        f"'dictation' (in {folder}) is a speech-recognition data set: recordings with "
+        "transcripts, no classes. Use it with: headstart transcribe fit dictation "
+        "(its train.csv, test.csv and general.csv are used)."
+    )
+
+
+def _speech_fetch(which: str) -> Callable[[Path], None]:
+    def fetch(dest: Path) -> None:
+        from headstart.data import speech
+
+        if which == "spoken-commands":
+            speech.generate_spoken_commands(dest)
+        else:
+            speech.generate_dictation(dest)
+
+    return fetch
+
+
 # ------------------------------------------------------------------------------ installing
 
 
@@ -440,6 +472,40 @@ _REGISTRY: dict[str, BuiltinDataset] = {
                 ("pang-lee", "1,500 full reviews", "polarity-en-pang&lee1.csv"),
                 ("pang-lee-sentences", "4,000 one-line snippets", "polarity-en-pang&lee2.csv"),
             )
+        ),
+        BuiltinDataset(
+            name="spoken-commands",
+            modality="audio",
+            description="SYNTHETIC spoken commands (espeak-ng, not recordings of people): 10 "
+            "words, 40 train + 12 official test clips each; test voice/speed pairs unseen.",
+            licence="generated locally by headstart with espeak-ng (GPL-3.0 program; output unrestricted)",
+            install=("headstart datasets --install spoken-commands",),
+            official_test=True,
+            sources=(
+                _Source(
+                    _cached("spoken-commands"),
+                    ("manifest.json", "README.txt"),
+                    _read_spoken_commands,
+                ),
+            ),
+            fetch=_speech_fetch("spoken-commands"),
+        ),
+        BuiltinDataset(
+            name="dictation",
+            modality="audio",
+            description="SYNTHETIC dictated prescriptions (espeak-ng) with transcripts, for "
+            "speech recognition: 240 train (14.5 min), 60 test, 40 general sentences.",
+            licence="generated locally by headstart with espeak-ng (GPL-3.0 program; output unrestricted)",
+            install=("headstart datasets --install dictation",),
+            official_test=True,
+            sources=(
+                _Source(
+                    _cached("dictation"),
+                    ("train.csv", "test.csv", "general.csv", "manifest.json"),
+                    _read_dictation,
+                ),
+            ),
+            fetch=_speech_fetch("dictation"),
         ),
     )
 }

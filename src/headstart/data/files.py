@@ -242,11 +242,32 @@ def _resolve(v: str, base: Path) -> Path:
     return p if p.is_absolute() else base / p
 
 
+def _mostly_audio(values: list[str]) -> bool:
+    """True when most non-empty values end like audio files (.wav, .flac, .mp3 ...)."""
+    from headstart.data.audio import is_audio_file
+
+    sample = [v.strip() for v in values if v.strip()][:50]
+    return bool(sample) and sum(is_audio_file(v) for v in sample) > len(sample) / 2
+
+
 def _detect_input(
     cells: dict[str, list[str]], label: str, base: Path, path: Path
 ) -> tuple[str, Modality]:
-    """(column, modality) of the input column, by name first, then by content."""
+    """(column, modality) of the input column, by name first, then by content; a column of
+    file paths holds audio when most of them end like audio files, else images."""
+    column, modality = _detect_input_column(cells, label, base, path)
+    if modality == "image" and _mostly_audio(cells[column]):
+        return column, "audio"
+    return column, modality
+
+
+def _detect_input_column(
+    cells: dict[str, list[str]], label: str, base: Path, path: Path
+) -> tuple[str, Modality]:
     columns = [c for c in cells if c != label]
+    audio = _by_name(columns, ("audio", "audio_path", "audio_file", "wav", "clip"))
+    if audio and _mostly_files(cells[audio], base):
+        return audio, "image"  # a file column; _detect_input tells audio from images
     img = _by_name(columns, IMAGE_NAMES)
     txt = _by_name(columns, TEXT_NAMES)
     if img and (not txt or _mostly_files(cells[img], base)):
@@ -364,7 +385,7 @@ def read_table(
         column, modality = _column(text_column, columns, "text", path, "text_column"), "text"
     elif image_column is not None:
         column = _column(image_column, columns, "image", path, "image_column")
-        modality = "image"
+        modality = "audio" if _mostly_audio(cells[column]) else "image"
     else:
         column, modality = _detect_input(cells, label, base, path)
     if column == label:
@@ -395,6 +416,21 @@ def read_table(
         keep[bad] = False
     idx = np.flatnonzero(keep)
     inputs: list[str] = [raw_inputs[i] for i in idx]
+    if modality == "audio":
+        from headstart.data.audio import audio_problem
+
+        inputs = [str(_resolve(v, base)) for v in inputs]
+        why = [audio_problem(f) for f in inputs]
+        unusable = [(sources[idx[i]], w) for i, w in enumerate(why) if w is not None]
+        if unusable and on_error == "raise":
+            first, reason = unusable[0]
+            raise DataError(
+                f"{len(unusable)} audio file(s) in {path} cannot be used: {first}: {reason}. "
+                "Fix or remove them, or load with on_error='skip' to leave them out."
+            )
+        skipped += unusable
+        ok = [i for i, w in enumerate(why) if w is None]
+        idx, inputs = idx[ok], [inputs[i] for i in ok]
     if modality == "image":
         inputs = [str(_resolve(v, base)) for v in inputs]
         good, problems = check_images(inputs, on_error, sources=[sources[i] for i in idx])

@@ -25,8 +25,29 @@ from headstart.errors import ConfigError, DataError, did_you_mean
 BUILTIN_PREFIX = "builtin:"
 
 
+def _is_audio_folder(root: Path, sample: int = 200) -> bool:
+    """True when the first ``sample`` audio or image files under ``root`` are mostly audio
+    (audio that needs converting, such as .m4a, counts: its reader names the fix)."""
+    from headstart.data.audio import UNSUPPORTED_AUDIO_EXTENSIONS, is_audio_file
+    from headstart.data.images import is_image_file
+
+    n_audio = n_image = 0
+    for _, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for f in sorted(filenames):
+            n_audio += is_audio_file(f) or Path(f).suffix.lower() in UNSUPPORTED_AUDIO_EXTENSIONS
+            n_image += is_image_file(f)
+        if n_audio + n_image >= sample:
+            break
+    return n_audio > n_image
+
+
 def _read_path(path: Path, columns: dict[str, str | None], on_error: OnError) -> Examples:
     if path.is_dir():
+        if _is_audio_folder(path):
+            from headstart.data.audio import read_audio_folder
+
+            return read_audio_folder(path, on_error=on_error)
         return read_image_folder(path, on_error=on_error)
     return read_table(path, on_error=on_error, **columns)
 
@@ -42,11 +63,8 @@ def _read_spec(
         pool, test = get_builtin(name).load()
         return pool, test, "built-in"
     if path.exists():
-        return (
-            _read_path(path, columns, on_error),
-            None,
-            "image folder" if path.is_dir() else "table",
-        )
+        ex = _read_path(path, columns, on_error)
+        return ex, None, f"{ex.modality} folder" if path.is_dir() else "table"
     names = [d.name for d in list_builtin()]
     if table_format(path) or os.sep in text or path.suffix:
         raise DataError(f"No such file or folder: {text}. Check the path.")
