@@ -43,6 +43,13 @@ class FitConfig:
     baseline: bool = True
     on_error: str = "raise"
     cache_dir: str | None = None
+    #: ``backbone="auto"``: rank the installed candidates and keep the best whose extraction
+    #: costs at most this many milliseconds per example here (None: no limit).
+    backbone_budget_ms: float | None = None
+    #: rank sample size for ``backbone="auto"``.
+    rank_sample: int = 300
+    #: experiment tracking after the run: "none", "tensorboard" or "mlflow".
+    track: str = "none"
     # fine-tuning (strategy finetune / auto)
     unfreeze: int = 2
     epochs: int = 5
@@ -76,6 +83,17 @@ class FitConfig:
             ("on_error", self.on_error in ("raise", "skip"), "'raise' or 'skip'"),
             ("engine", self.engine in ("auto", "torch", "onnx"), "'auto', 'torch' or 'onnx'"),
             ("batch_size", self.batch_size is None or self.batch_size > 0, "a positive integer"),
+            (
+                "backbone_budget_ms",
+                self.backbone_budget_ms is None or self.backbone_budget_ms > 0,
+                "positive milliseconds",
+            ),
+            ("rank_sample", self.rank_sample >= 20, "an integer of at least 20"),
+            (
+                "track",
+                self.track in ("none", "tensorboard", "mlflow"),
+                "none, tensorboard or mlflow",
+            ),
             (
                 "unfreeze",
                 self.unfreeze >= -1 and self.unfreeze != 0,

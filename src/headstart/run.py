@@ -119,7 +119,7 @@ class _Run:
 
 def fit_run(cfg: FitConfig, *, progress: bool = True) -> RunResult:
     """Run one fit as configured and write its run folder."""
-    from .backbones.registry import DEFAULT_BACKBONE, load_backbone
+    from .backbones.registry import load_backbone
     from .estimator import TransferClassifier
     from .metrics import classification_metrics
 
@@ -128,7 +128,11 @@ def fit_run(cfg: FitConfig, *, progress: bool = True) -> RunResult:
     run.out.mkdir(parents=True, exist_ok=True)
     splits = load_splits(cfg)
     modality = splits.train.modality
-    backbone_name = DEFAULT_BACKBONE[modality] if cfg.backbone == "auto" else cfg.backbone
+    backbone_choice: dict[str, Any] | None = None
+    if cfg.backbone == "auto":
+        backbone_name, backbone_choice = _choose_backbone(cfg, splits, progress)
+    else:
+        backbone_name = cfg.backbone
     backbone = load_backbone(
         backbone_name,
         pretrained=cfg.pretrained,
@@ -196,6 +200,9 @@ def fit_run(cfg: FitConfig, *, progress: bool = True) -> RunResult:
         )
     ]
     decisions: dict[str, Any] = {"strategy": cfg.strategy, "rungs": [], "reasons": []}
+    if backbone_choice is not None:
+        decisions["backbone"] = backbone_choice
+        decisions["reasons"].append(backbone_choice["reason"])
     chosen = 0
     tuned: dict[int, tuple[Any, Any, dict[str, Any]]] = {}
     if cfg.strategy != "extract":
@@ -229,9 +236,8 @@ def fit_run(cfg: FitConfig, *, progress: bool = True) -> RunResult:
         clf.strategy_ = "extract"
         metrics["val"] = lp_val
         if splits.test is not None:
-            metrics["test"] = classification_metrics(
-                splits.test.labels, clf.head_.predict_proba(feats["test"]), splits.classes
-            )
+            test_proba = clf.head_.predict_proba(feats["test"])
+            metrics["test"] = classification_metrics(splits.test.labels, test_proba, splits.classes)
     else:
         clf, val_m, detail = tuned[chosen]
         metrics["val"] = val_m
@@ -240,9 +246,8 @@ def fit_run(cfg: FitConfig, *, progress: bool = True) -> RunResult:
             Ft, extraction["test_tuned"] = run.features(
                 clf.backbone_, splits.test, fingerprints["test"]
             )
-            metrics["test"] = classification_metrics(
-                splits.test.labels, clf.head_.predict_proba(Ft), splits.classes
-            )
+            test_proba = clf.head_.predict_proba(Ft)
+            metrics["test"] = classification_metrics(splits.test.labels, test_proba, splits.classes)
     metrics["strategy"] = clf.strategy_
     if (chosen and cfg.strategy == "auto") or len(rungs) > 1:
         metrics["extract_val"] = lp_val
@@ -269,7 +274,82 @@ def fit_run(cfg: FitConfig, *, progress: bool = True) -> RunResult:
         clf.save(run.out / "model")
         atomic_write_json(run.out / "metrics.json", metrics)
         atomic_write_json(run.out / "decisions.json", decisions)
+        _write_report(run.out, splits, test_proba if splits.test is not None else None)
+        if cfg.track != "none":
+            from .tracking import log_run
+
+            where = log_run(run.out, cfg.track)
+            log.info("logged the run to %s (%s)", where, cfg.track)
     return RunResult(run.out, metrics, config_doc, summarise(metrics, decisions))
+
+
+def _choose_backbone(cfg: FitConfig, splits: Splits, progress: bool) -> tuple[str, dict[str, Any]]:
+    """``--backbone auto``: rank the installed candidates on a sample of the training split.
+
+    The features of the sample go through the same cache as the fit, so the chosen backbone's
+    sample is not extracted twice. With one candidate (or none installed, or
+    ``--no-pretrained``, where ranking random weights means nothing) the modality's default
+    is used, and the reason says so.
+    """
+    from .backbones.registry import DEFAULT_BACKBONE, load_backbone
+    from .rank import candidates, rank_backbones
+
+    modality = splits.train.modality
+    default = DEFAULT_BACKBONE[modality]
+    names = candidates(modality) if cfg.pretrained else []
+    if len(names) < 2:
+        why = (
+            "random initialisation: nothing to rank"
+            if not cfg.pretrained
+            else f"{len(names)} {modality} backbone(s) installed: nothing to rank"
+        )
+        name = names[0] if names else default
+        return name, {"chosen": name, "reason": f"backbone {name} ({why})", "table": None}
+    items: list[Any] = list(names)
+    if cfg.image_size or cfg.max_length:  # rank what the fit will use
+        items = [
+            load_backbone(n, image_size=cfg.image_size, max_length=cfg.max_length) for n in names
+        ]
+    table = rank_backbones(
+        splits.train,
+        items,
+        sample=cfg.rank_sample,
+        seed=cfg.seed,
+        cache_dir=cfg.cache_dir,
+        progress=progress,
+        engine=cfg.engine,
+        batch_size=cfg.batch_size,
+        skip_failed=True,
+    )
+    best = table.best(cfg.backbone_budget_ms)
+    budget = (
+        f" within {cfg.backbone_budget_ms:g} ms per example"
+        if cfg.backbone_budget_ms is not None
+        else ""
+    )
+    reason = (
+        f"backbone {best.name}: ranked first{budget} of {len(table.rows)} installed {modality} "
+        f"backbones by {table.primary} on {table.n} training examples"
+    )
+    return best.name, {"chosen": best.name, "reason": reason, "table": table.to_dict()}
+
+
+def _write_report(out: Path, splits: Splits, test_proba: np.ndarray | None) -> None:
+    """errors.json and report.html; a plotting failure is logged, never loses the run."""
+    from .report import save_errors, write_report
+
+    try:
+        if splits.test is not None and test_proba is not None:
+            save_errors(out, splits.test, splits.test.labels, test_proba)
+        write_report(out)
+    except Exception as exc:  # the model and metrics are already written
+        log.warning(
+            "could not write %s: %s (the model and metrics are saved; "
+            "`headstart report %s` retries)",
+            out / "report.html",
+            exc,
+            out,
+        )
 
 
 def _short(m: dict[str, Any]) -> dict[str, Any]:

@@ -18,6 +18,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--text-column")
     p.add_argument("--image-column")
     p.add_argument("--label-column")
+    p.add_argument("--audio-column", help="transcription models: the audio-path column")
+    p.add_argument("--no-baseline", dest="baseline", action="store_false",
+                   help="transcription models: skip the base model's WER (before)")  # fmt: skip
     p.add_argument("--out", help="also write the metrics to this JSON file")
     p.set_defaults(func=run)
 
@@ -26,11 +29,16 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .._io import atomic_write_json
+    from ..asr import is_transcription_bundle
     from ..data.load import _read_spec
     from ..errors import DataError
     from ..estimator import load_model
     from ..metrics import classification_metrics
 
+    if is_transcription_bundle(args.model):
+        from .transcribe import evaluate
+
+        return evaluate(args)
     clf = load_model(args.model)
     columns = {
         "text_column": args.text_column,

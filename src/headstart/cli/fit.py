@@ -21,10 +21,38 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", default=None, help="run folder (default: runs/<data name>)")
     p.add_argument(
+        "--task",
+        default="classification",
+        choices=("classification", "transcription"),
+        help="classification (default), or transcription: adapt a Whisper speech recogniser "
+        "to a table of (audio path, transcript) rows (same as `headstart transcribe fit`)",
+    )
+    p.add_argument(
         "--backbone",
         default="auto",
-        help="e.g. torchvision:mobilenet_v2, timm:..., hf:... (default: auto)",
+        help="e.g. torchvision:mobilenet_v2, timm:..., hf:...; auto (default) ranks the "
+        "installed backbones of the data's modality on a sample and takes the best",
     )
+    p.add_argument(
+        "--backbone-budget",
+        type=float,
+        metavar="MS",
+        help="--backbone auto: only backbones that extract within MS milliseconds per example",
+    )
+    p.add_argument(
+        "--rank-sample",
+        type=int,
+        default=300,
+        help="--backbone auto: training examples to rank the candidates on (default 300)",
+    )
+    p.add_argument(
+        "--track",
+        default="none",
+        choices=("none", "tensorboard", "mlflow"),
+        help="also log the run to TensorBoard (RUN/tb) or MLflow (a local file store in RUN)",
+    )
+    p.add_argument("--general", help="--task transcription: a general-speech table (forgetting)")
+    p.add_argument("--audio-column", help="--task transcription: the audio-path column")
     p.add_argument(
         "--strategy",
         default="auto",
@@ -68,13 +96,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     ft = p.add_argument_group("fine-tuning (--strategy finetune or auto)")
-    ft.add_argument(
-        "--unfreeze", type=int, default=2, help="top layer groups to train (-1: all; default 2)"
-    )
-    ft.add_argument("--epochs", type=int, default=5)
-    ft.add_argument(
-        "--lr", type=float, default=1e-3, help="the head's learning rate (default 1e-3)"
-    )
+    ft.add_argument("--unfreeze", type=int, help="top layer groups to train (-1: all; default 2)")
+    ft.add_argument("--epochs", type=int, help="fine-tuning epochs (default 5)")
+    ft.add_argument("--lr", type=float, help="the head's learning rate (default 1e-3)")
     ft.add_argument(
         "--lr-ratio",
         type=float,
@@ -121,6 +145,15 @@ def run(args: argparse.Namespace) -> int:
     from ..config import parse_duration
     from ..run import fit_run
 
+    if args.task == "transcription":
+        from .transcribe import fit_from_fit_args
+
+        return fit_from_fit_args(args)
+    defaults = FitConfig()
+    unset = {k: getattr(defaults, k) for k in ("unfreeze", "epochs", "lr")}
+    for key, value in unset.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     out = args.out or str(Path("runs") / Path(args.data.rstrip("/")).stem)
     cfg = FitConfig(
         data=args.data,
@@ -146,6 +179,9 @@ def run(args: argparse.Namespace) -> int:
         baseline=args.baseline,
         on_error=args.on_error,
         cache_dir=args.cache_dir,
+        backbone_budget_ms=args.backbone_budget,
+        rank_sample=args.rank_sample,
+        track=args.track,
         unfreeze=args.unfreeze,
         epochs=args.epochs,
         lr=args.lr,
@@ -165,5 +201,5 @@ def run(args: argparse.Namespace) -> int:
     )
     result = fit_run(cfg, progress=not args.quiet)
     print(result.summary)
-    print(f"  run folder: {result.out} (metrics.json, config.json, model/)")
+    print(f"  run folder: {result.out} (report.html, metrics.json, decisions.json, model/)")
     return 0

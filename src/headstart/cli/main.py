@@ -8,9 +8,9 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import HeadstartError
-from . import evaluate, fit, info, predict
+from . import choose, curve, evaluate, fit, info, predict, transcribe
 
-COMMANDS = (fit, predict, evaluate, info)
+COMMANDS = (fit, predict, evaluate, choose, curve, transcribe, info)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -42,12 +42,23 @@ def _texts(items: list[str]) -> tuple[list[str], list[str]]:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from ..asr import is_transcription_bundle
     from ..data.base import Examples
     from ..estimator import load_model
 
+    if is_transcription_bundle(args.model):
+        from .transcribe import predict
+
+        return predict(args)
     clf = load_model(args.model)
     if clf.modality_ == "text":
         inputs, names = _texts(args.inputs)
+    elif clf.modality_ == "audio":
+        from ..data.audio import read_audio
+
+        for item in args.inputs:
+            read_audio(item)  # clear error naming the file before any work
+        inputs, names = list(args.inputs), list(args.inputs)
     else:
         from ..data.images import open_image
 
