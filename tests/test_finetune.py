@@ -59,6 +59,35 @@ def test_frozen_parameters_and_batchnorm_statistics_do_not_move():
     assert any(not torch.equal(before[k], after[k]) for k in tuned)
 
 
+@pytest.mark.parametrize("bn", ["frozen", "train"])
+def test_batchnorm_of_trainable_groups_follows_the_bn_mode(bn: str):
+    """bn=frozen: trainable groups' BN keeps its pretrained statistics (affine params still
+    train); bn=train: their running statistics follow the new data."""
+    torch.manual_seed(0)
+    bb = load_backbone("torchvision:mobilenet_v3_small", pretrained=False, image_size=32)
+    train, val = image_examples(48), image_examples(16, seed=1)
+    head = _probe_head(bb, train)
+    before = {k: v.clone() for k, v in bb.state_dict().items()}
+    trainable, _ = select_groups(bb, 2)
+    tuned_modules = {p.rsplit(".", 1)[0] for g in trainable for p in g.params}
+    stats = [
+        k for k in before if k.endswith("running_var") and k.rsplit(".", 1)[0] in tuned_modules
+    ]
+    affine = [k.replace("running_var", "weight") for k in stats]  # the same BN layers' scales
+    assert stats, "the test needs BatchNorm layers in trainable groups"
+    cfg = FinetuneConfig(unfreeze=2, epochs=1, batch_size=16, head_lr=1e-2, patience=5, bn=bn)
+    finetune(bb, head, train, val, cfg, progress=False)
+    after = bb.state_dict()
+    stats_moved = [k for k in stats if not torch.equal(before[k], after[k])]
+    assert any(not torch.equal(before[k], after[k]) for k in affine)
+    if bn == "frozen":
+        assert stats_moved == []
+    else:
+        assert len(stats_moved) == len(stats)
+    with pytest.raises(ConfigError, match="bn must be one of"):
+        FinetuneConfig(bn="sync").validate()
+
+
 def test_learning_rate_groups_follow_ratio_and_layer_decay():
     bb = load_backbone("timm:test_efficientnet", pretrained=False)
     head = torch.nn.Linear(bb.feature_dim, 3)

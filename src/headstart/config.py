@@ -64,6 +64,7 @@ class FitConfig:
     augment: bool | None = None
     patience: int = 2
     l2sp: float = 0.0
+    bn: str = "frozen"
     strict: bool = False
     time_budget_s: float | None = None
     ladder: list[str] = field(default_factory=list)
@@ -134,6 +135,7 @@ class FitConfig:
             augment=self.augment,
             patience=self.patience,
             l2sp=self.l2sp,
+            bn=self.bn,
             strict=self.strict,
             seed=self.seed,
         )

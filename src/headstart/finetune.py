@@ -42,6 +42,9 @@ from .forgetting import L2SP, check_learning_rates
 log = logging.getLogger("headstart")
 
 
+BN_MODES = ("frozen", "train")
+
+
 @dataclass
 class FinetuneConfig:
     unfreeze: int = 2  # top layer groups to train; -1 = all
@@ -59,6 +62,7 @@ class FinetuneConfig:
     augment: bool | None = None  # None: images yes, text no
     patience: int = 2
     l2sp: float = 0.0
+    bn: str = "frozen"  # frozen: every BatchNorm uses its pretrained statistics | train
     strict: bool = False
     time_budget_s: float | None = None
     seed: int = 0
@@ -72,6 +76,8 @@ class FinetuneConfig:
             )
         if not 0 < self.layer_decay <= 1:
             raise ConfigError(f"layer_decay must be in (0, 1], got {self.layer_decay}")
+        if self.bn not in BN_MODES:
+            raise ConfigError(f"bn must be one of {BN_MODES}, got {self.bn!r}")
         if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
             raise ConfigError(
                 f"mixed_precision must be auto|no|bf16|fp16, got {self.mixed_precision!r}"
@@ -127,14 +133,27 @@ def apply_freeze(backbone: Backbone, trainable: list[LayerGroup]) -> set[str]:
     return names
 
 
-def set_train_mode(model: TransferModel) -> None:
+def set_train_mode(model: TransferModel, bn: str = "frozen") -> None:
     """Train mode for trainable parts; inference mode for every fully frozen module.
 
     Frozen BatchNorm layers would otherwise update their running statistics from the new
     data (measured on mobilenet_v2: refreshing them alone took ImageNet top-1 agreement from
     1.00 to 0.00) and frozen dropout would add noise the head never saw in extraction.
+
+    With ``bn="frozen"`` (the default) *every* BatchNorm layer, trainable or not, normalises
+    with its pretrained running statistics; its affine weight and bias still train when its
+    group does. Batch statistics would change the features at the first step (the linear
+    probe the head starts from was fitted on inference-mode features), which undoes LP-FT's
+    warm start: measured on mobilenet_v2, Fashion-MNIST 5,000 at 112 px, the first epoch's
+    training loss was 1.7 with batch statistics against the probe's ~0.4. ``bn="train"``
+    keeps the usual behaviour for trainable groups (batch statistics, running averages
+    updated), for large data sets far from the pretraining domain.
     """
     model.train()
+    if bn == "frozen":
+        for m in model.backbone.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
     for m in model.backbone.modules():
         params = list(m.parameters())
         if params and not any(p.requires_grad for p in params):
@@ -311,7 +330,7 @@ def finetune(
         train_maker.reseed(cfg.seed * 10_007 + epoch)
         order: Any = np.random.default_rng([cfg.seed, epoch]).permutation(len(train)).tolist()
         loader = acc.prepare(DataLoader(order, batch_size=cfg.batch_size, collate_fn=train_maker))
-        set_train_mode(raw_model)
+        set_train_mode(raw_model, cfg.bn)
         loss_sum, n_seen = 0.0, 0
         bar = tqdm(
             total=len(loader),

@@ -118,6 +118,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--patience", type=int, default=2, help="epochs without validation gain before stopping"
     )
     ft.add_argument(
+        "--bn",
+        default="frozen",
+        choices=("frozen", "train"),
+        help="BatchNorm while fine-tuning: frozen pretrained statistics (default) or batch "
+        "statistics in the trainable groups",
+    )
+    ft.add_argument(
         "--l2sp", type=float, default=0.0, help="L2-SP strength toward pretrained weights"
     )
     ft.add_argument(
@@ -195,6 +202,7 @@ def run(args: argparse.Namespace) -> int:
         augment=args.augment,
         patience=args.patience,
         l2sp=args.l2sp,
+        bn=args.bn,
         strict=args.strict,
         time_budget_s=parse_duration(args.time_budget) if args.time_budget else None,
         ladder=args.ladder,
