@@ -248,6 +248,10 @@ def fit_run(cfg: FitConfig, *, progress: bool = True) -> RunResult:
             )
             test_proba = clf.head_.predict_proba(Ft)
             metrics["test"] = classification_metrics(splits.test.labels, test_proba, splits.classes)
+            # the probe's test score beside it (reported only; nothing is chosen on test)
+            metrics["extract_test"] = classification_metrics(
+                splits.test.labels, probe.head_.predict_proba(feats["test"]), splits.classes
+            )
     metrics["strategy"] = clf.strategy_
     if (chosen and cfg.strategy == "auto") or len(rungs) > 1:
         metrics["extract_val"] = lp_val
@@ -577,6 +581,12 @@ def summarise(metrics: dict[str, Any], decisions: dict[str, Any] | None = None) 
         lines.append(
             f"  baseline ({metrics['baseline']['name']}, no transfer): accuracy "
             f"{b['accuracy']:.4f} ({delta:+.4f} for transfer)"
+        )
+    if split == "test" and "extract_test" in metrics:
+        e = metrics["extract_test"]["accuracy"]
+        lines.append(
+            f"  feature extraction alone (the linear probe, train split only): accuracy "
+            f"{e:.4f} ({m['accuracy'] - e:+.4f} for fine-tuning)"
         )
     ft = metrics.get("finetune")
     if ft:
