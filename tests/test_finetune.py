@@ -157,6 +157,7 @@ def test_ladder_decisions_on_scripted_scores():
     assert d.action == "stop" and "3 fine-tuning rungs" in d.reason
     assert _decide([(0, 0.84), (8, 0.9)], n_groups=9, step=2).unfreeze == 9
     assert _decide([(0, 0.84), (9, 0.9)], n_groups=9).action == "stop"
+    assert _decide([(0, 0.84)], n_groups=9, first_unfreeze=-1).unfreeze == 9
 
 
 def test_ladder_stops_when_the_next_rung_does_not_fit_the_budget():

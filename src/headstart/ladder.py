@@ -9,7 +9,8 @@ can be tested on scripted score sequences and explained in one sentence. Default
 * ``min_gain=0.005``: a rung must add half an accuracy point on validation to justify the
   next, costlier one (and its risk of forgetting).
 * ``target=0.995``: above this, extraction is as good as the labels allow.
-* ``first_unfreeze=2, step=2, max_rungs=3``: unfreeze the top two groups first, then two
+* ``first_unfreeze=2, step=2, max_rungs=3``: unfreeze the top two groups first (-1: all of
+  them, one fine-tuning rung), then two
   more each rung, at most three fine-tuning rungs.
 All are overridable (``--ladder key=value``) and are written into ``decisions.json``.
 """
@@ -134,7 +135,7 @@ def next_step(
                     f"below about {_pts(2 * se)} could not be told from noise"
                 ),
             )
-        k = min(cfg.first_unfreeze, n_groups)
+        k = n_groups if cfg.first_unfreeze < 0 else min(cfg.first_unfreeze, n_groups)
         if time_left_s is not None and time_left_s <= 0:
             return Decision("stop", 0, f"{base}: the time budget is spent, stopped")
         return Decision("finetune", k, f"{base}; fine-tuning the top {k} of {n_groups} groups")
