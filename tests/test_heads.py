@@ -342,3 +342,20 @@ def test_baseline_errors_and_missing_class_column():
             Examples("text", texts, np.zeros(200, int), classes),
             Examples("text", texts[:5], [1] * 5, classes),
         )
+
+
+def test_a_numerically_constant_feature_is_not_amplified():
+    """A pooled dimension that is constant up to float32 rounding must not get a tiny scale:
+    fine-tuning moves it, and 1/scale would turn that into enormous logits."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 8)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(int)
+    X[:, 3] = 0.25 + rng.normal(scale=1e-9, size=200).astype(np.float32)  # rounding noise
+    head = LogisticHead(C=1.0, refit=False).fit(X, y)
+    assert head.scale_[3] == 1.0 and head.scale_[0] != 1.0
+    module = head.to_torch()
+    moved = torch.as_tensor(X[:5].copy())
+    moved[:, 3] += 0.01  # what a fine-tuned backbone does to the dimension
+    with torch.no_grad():
+        change = (module(moved) - module(torch.as_tensor(X[:5]))).abs().max().item()
+    assert change < 0.1
