@@ -94,3 +94,32 @@ def test_imported_backbones_give_informative_features(name):
     F = features_in_memory(bb, ex)
     head = LogisticHead(refit=False).fit(F[:300], ex.labels[:300])
     assert np.mean(head.predict(F[300:]) == ex.labels[300:]) >= 0.7  # chance: 0.1
+
+
+def test_backbone_auto_ranks_the_installed_candidates_and_fits_the_best(tmp_path):
+    from headstart.rank import candidates
+
+    installed = candidates("image")
+    if len(installed) < 2:
+        pytest.skip("needs two installed image backbones: bash scripts/setup.sh installs them")
+    need_data("digits")
+    cfg = FitConfig(
+        data="digits",
+        out=str(tmp_path / "run"),
+        backbone="auto",
+        strategy="extract",
+        train_size=200,
+        test_size=100,
+        image_size=64,
+        engine="torch",
+        rank_sample=60,
+        baseline=False,
+    )
+    r = fit_run(cfg, progress=False)
+    decisions = json.loads((tmp_path / "run" / "decisions.json").read_text())
+    table = decisions["backbone"]["table"]
+    ranked = [row["name"] for row in table["rows"]]
+    assert sorted(ranked) == sorted(installed)  # every installed candidate was scored
+    assert r.metrics["backbone"] == ranked[0] == decisions["backbone"]["chosen"]
+    assert decisions["reasons"][0].startswith(f"backbone {ranked[0]}: ranked first")
+    assert r.metrics["test"]["accuracy"] > 0.5  # 10 classes: chance is 0.1
