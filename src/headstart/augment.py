@@ -50,7 +50,7 @@ def random_resized_crop(
     )
     if flip:
         mask = torch.rand(n, generator=gen) < 0.5
-        out = torch.where(mask.view(n, 1, 1, 1), out.flip(-1), out)
+        out[mask] = out[mask].flip(-1)  # only the chosen images
     return out
 
 
@@ -101,7 +101,9 @@ class BatchMaker:
         assert isinstance(pre, ImagePreprocess)
         inputs: Any = self.examples.inputs
         if isinstance(inputs, np.ndarray):
-            raw = P._to_nchw_float(inputs[idx])
+            # grey arrays stay one channel through the crop (half its work); _normalise
+            # broadcasts them to the three channels the backbone takes
+            raw = P._to_nchw_float(inputs[idx], keep_grey=self.augment)
         else:
             big = ImagePreprocess(pre.resize, pre.resize, pre.mean, pre.std, pre.interpolation)
             raw = P._to_nchw_float(np.stack([P._load_file(inputs[i], big) for i in idx]))

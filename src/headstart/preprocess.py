@@ -27,7 +27,7 @@ _TORCH_MODE = {"bilinear": "bilinear", "bicubic": "bicubic", "nearest": "nearest
 
 
 # -------------------------------------------------------------------------------- images
-def _to_nchw_float(batch: np.ndarray) -> torch.Tensor:
+def _to_nchw_float(batch: np.ndarray, keep_grey: bool = False) -> torch.Tensor:
     arr = np.ascontiguousarray(batch)
     if not arr.flags.writeable:  # e.g. a memory-mapped data set
         arr = arr.copy()
@@ -42,7 +42,7 @@ def _to_nchw_float(batch: np.ndarray) -> torch.Tensor:
         )
     if t.shape[1] == 4:
         t = t[:, :3]
-    if t.shape[1] == 1:
+    if t.shape[1] == 1 and not keep_grey:
         t = t.expand(-1, 3, -1, -1)
     return t.float()
 
