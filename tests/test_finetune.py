@@ -160,6 +160,22 @@ def test_ladder_decisions_on_scripted_scores():
     assert _decide([(0, 0.84)], n_groups=9, first_unfreeze=-1).unfreeze == 9
 
 
+def test_ladder_keeps_the_cheaper_rung_when_the_lead_is_within_the_noise():
+    from headstart.ladder import choose
+
+    rungs = [Rung(0, 0.840, 1.0), Rung(2, 0.870, 9.0), Rung(4, 0.855, 20.0)]
+    keep, why = choose(rungs, n_val=200, cfg=LadderConfig())  # 2 SE at 0.87, n=200: 4.8 points
+    assert keep.unfreeze == 0 and "within the noise" in why and "feature extraction" in why
+    keep, why = choose(rungs, n_val=5000, cfg=LadderConfig())  # 2 SE: 1.0 point
+    assert keep.unfreeze == 2 and why is None
+    keep, _ = choose(rungs, n_val=200, cfg=LadderConfig(noise_z=0))
+    assert keep.unfreeze == 2
+    # within the noise of the best, the first (cheapest) qualifying rung wins
+    keep, why = choose([Rung(0, 0.80, 1.0), Rung(2, 0.90, 9.0), Rung(4, 0.91, 20.0)], n_val=1000,
+                       cfg=LadderConfig())  # fmt: skip
+    assert keep.unfreeze == 2 and "top 4" in why
+
+
 def test_ladder_stops_when_the_next_rung_does_not_fit_the_budget():
     rungs = [Rung(0, 0.8, 5.0), Rung(2, 0.85, 100.0)]
     d = next_step(

@@ -396,7 +396,7 @@ def _climb(
     curve: dict[str, Any] | None,
 ) -> tuple[int, dict[int, tuple[Any, Any, dict[str, Any]]]]:
     """Fine-tuning rungs: one (strategy finetune) or as the ladder decides (auto)."""
-    from .ladder import Decision, Rung, next_step
+    from .ladder import Decision, Rung, choose, next_step
 
     cfg = run.cfg
     n_groups = len(pristine.layer_groups())
@@ -456,9 +456,13 @@ def _climb(
                 },
             )
         )
-    best = max(rungs, key=lambda r: (r.val_accuracy, -r.unfreeze))
     if cfg.strategy == "finetune" and len(rungs) > 1:
         best = rungs[-1]  # the user asked for fine-tuning: report it, extraction sits beside it
+    else:
+        best, why = choose(rungs, n_val=len(splits.val), cfg=ladder)
+        if why:
+            decisions["reasons"].append(why)
+            log.warning("ladder: %s", why)
     return best.unfreeze, tuned
 
 
