@@ -324,3 +324,25 @@ def test_accelerate_two_processes_match_one(pets, tiny_vision_dir, tmp_path):
     assert b["strategy"] == "finetune" and b["finetune"]["epochs_run"] == 4
     n_test = a["n_test"]
     assert abs(a["test"]["accuracy"] - b["test"]["accuracy"]) <= max(0.1, 3 / n_test)
+
+
+def test_source_forgetting_is_one_for_the_same_model_and_lower_after_a_change():
+    import copy
+
+    from headstart.forgetting import source_forgetting, source_probe_images
+
+    x = source_probe_images(8)
+    assert x.shape == (8, 160, 160, 3) and x.dtype == np.uint8
+    assert np.array_equal(x, source_probe_images(8)) and x.std() > 10  # seeded, not blank
+    torch.manual_seed(0)
+    bb = load_backbone("torchvision:mobilenet_v3_small", pretrained=False, image_size=64).eval()
+    same = source_forgetting(bb, copy.deepcopy(bb), n=16)
+    assert same["cka_source"] == pytest.approx(1.0, abs=1e-6)
+    moved = copy.deepcopy(bb)
+    with torch.no_grad():
+        for p in moved.parameters():
+            p.add_(0.5 * torch.randn_like(p) * p.std().clamp(min=1e-3))
+    changed = source_forgetting(bb, moved, n=16)
+    assert changed["cka_source"] < 0.99
+    if "source_top1_agreement_source" in same:
+        assert same["source_top1_agreement_source"] == 1.0

@@ -801,7 +801,16 @@ def _forgetting_section(ft: dict[str, Any]) -> list[str]:
                 _pct(f["source_top1_agreement"]),
             ]
         )
-    rows.append(["probe examples", f.get("probe_size", "")])
+    rows.append(["probe examples (from the validation split)", f.get("probe_size", "")])
+    if "cka_source" in f:
+        rows.append(["on natural photos (source domain): feature CKA", f"{f['cka_source']:.3f}"])
+    if "source_top1_agreement_source" in f:
+        rows.append(
+            [
+                "on natural photos: original top-1 predictions unchanged",
+                _pct(f["source_top1_agreement_source"]),
+            ]
+        )
     g = ft.get("guard") or {}
     if g:
         rows.append(

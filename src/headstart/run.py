@@ -471,7 +471,7 @@ def _finetune_rung(
 ) -> tuple[Any, dict[str, Any], dict[str, Any], float]:
     from .estimator import TransferClassifier
     from .finetune import finetune
-    from .forgetting import linear_cka, source_agreement, weight_drift
+    from .forgetting import linear_cka, source_agreement, source_forgetting, weight_drift
     from .metrics import classification_metrics
 
     cfg = run.cfg
@@ -534,6 +534,8 @@ def _finetune_rung(
             lb = pristine.source_head(torch.from_numpy(before)).numpy()
             la = pristine.source_head(torch.from_numpy(after)).numpy()
         forgetting["source_top1_agreement"] = source_agreement(lb, la)
+    if pristine.modality == "image":
+        forgetting.update(source_forgetting(pristine, backbone))
     detail = {**res.to_dict(), "forgetting": forgetting, "val_metrics": _short(val_m)}
     return clf, val_m, detail, time.perf_counter() - t0
 
@@ -601,6 +603,12 @@ def summarise(metrics: dict[str, Any], decisions: dict[str, Any] | None = None) 
             else ""
         )
         lines.append(f"  forgetting: feature CKA vs pretrained {f['cka']:.3f}{extra}")
+        if "cka_source" in f:
+            agree = f.get("source_top1_agreement_source")
+            lines.append(
+                f"  on natural photos (the source domain): CKA {f['cka_source']:.3f}"
+                + (f", ImageNet top-1 agreement {agree:.2f}" if agree is not None else "")
+            )
     t = metrics["timings"]
     cached = all(e["cached"] for e in metrics["extraction"].values())
     lines.append(
