@@ -151,12 +151,21 @@ def source_forgetting(pristine: Any, tuned: Any, n: int = 64) -> dict[str, float
     before = features_in_memory(pristine, ex)
     after = features_in_memory(tuned, ex)
     out = {"cka_source": linear_cka(before, after)}
-    if getattr(pristine, "source_head", None) is not None:
-        with torch.no_grad():
-            lb = pristine.source_head(torch.from_numpy(before)).numpy()
-            la = pristine.source_head(torch.from_numpy(after)).numpy()
-        out["source_top1_agreement_source"] = source_agreement(lb, la)
+    agree = classifier_agreement(pristine, before, after)
+    if agree is not None:
+        out["source_top1_agreement_source"] = agree
     return out
+
+
+def classifier_agreement(pristine: Any, before: np.ndarray, after: np.ndarray) -> float | None:
+    """:func:`source_agreement` of ``pristine``'s original classifier on pretrained (``before``)
+    vs tuned (``after``) features; None when the backbone kept no classifier."""
+    if getattr(pristine, "source_head", None) is None:
+        return None
+    with torch.no_grad():
+        lb = pristine.source_head(torch.from_numpy(before)).numpy()
+        la = pristine.source_head(torch.from_numpy(after)).numpy()
+    return source_agreement(lb, la)
 
 
 class L2SP(nn.Module):

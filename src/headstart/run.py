@@ -471,7 +471,7 @@ def _finetune_rung(
 ) -> tuple[Any, dict[str, Any], dict[str, Any], float]:
     from .estimator import TransferClassifier
     from .finetune import finetune
-    from .forgetting import linear_cka, source_agreement, source_forgetting, weight_drift
+    from .forgetting import classifier_agreement, linear_cka, source_forgetting, weight_drift
     from .metrics import classification_metrics
 
     cfg = run.cfg
@@ -527,13 +527,9 @@ def _finetune_rung(
             for g, v in weight_drift(backbone, reference, backbone.layer_groups()).items()
         },
     }
-    if pristine.source_head is not None:
-        import torch
-
-        with torch.no_grad():
-            lb = pristine.source_head(torch.from_numpy(before)).numpy()
-            la = pristine.source_head(torch.from_numpy(after)).numpy()
-        forgetting["source_top1_agreement"] = source_agreement(lb, la)
+    agree = classifier_agreement(pristine, before, after)
+    if agree is not None:
+        forgetting["source_top1_agreement"] = agree
     if pristine.modality == "image":
         forgetting.update(source_forgetting(pristine, backbone))
     detail = {**res.to_dict(), "forgetting": forgetting, "val_metrics": _short(val_m)}
