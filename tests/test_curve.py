@@ -268,3 +268,31 @@ def test_curve_logs_to_a_local_mlflow_store(study):
     assert len(runs) == 1 and runs[0].data.params["seeds"] == "2"
     history = mlflow.MlflowClient().get_metric_history(runs[0].info.run_id, "extract/test_accuracy")
     assert sorted(m.step for m in history) == [12, 48]
+
+
+def test_scratch_training_normalises_with_batch_statistics():
+    """A random network has no pretrained BatchNorm statistics to keep: from scratch, every
+    BN layer's running statistics must follow the data (fine-tuning's default keeps them)."""
+    import torch
+
+    from headstart.backbones.registry import load_backbone
+    from headstart.curve import scratch_config
+    from headstart.finetune import finetune
+    from headstart.heads import HeadModule
+    from test_finetune import image_examples
+
+    torch.manual_seed(0)
+    bb = load_backbone("torchvision:mobilenet_v3_small", pretrained=False, image_size=32)
+    train, val = image_examples(32), image_examples(16, seed=1)
+    d = bb.feature_dim
+    head = HeadModule(np.zeros(d), np.ones(d), torch.nn.Linear(d, 2))
+    before = {k: v.clone() for k, v in bb.state_dict().items() if k.endswith("running_var")}
+    assert before, "the test needs BatchNorm layers"
+    cfg = CurveConfig(data="x", epochs=1, scratch_epochs=1, scratch_min_steps=1,
+                      finetune_batch_size=16)  # fmt: skip
+    ft = scratch_config(cfg, len(train), 1e-3, seed=0)
+    assert ft.unfreeze == -1 and ft.lr_ratio == 1.0
+    finetune(bb, head, train, val, ft, progress=False)
+    after = bb.state_dict()
+    unchanged = [k for k in before if torch.equal(before[k], after[k])]
+    assert unchanged == []
