@@ -206,9 +206,13 @@ def test_bad_settings_are_refused_with_the_fix(tmp_path: Path, tiny_text_dir: Pa
         "text,label\n"
         + "".join(f"{t},{ex.classes[y]}\n" for t, y in zip(ex.inputs, ex.labels, strict=True))
     )
-    with pytest.raises(ConfigError, match="'cnn' strategy is a baseline for images"):
-        run_curve(str(table), out=str(tmp_path / "o"), strategies=["cnn"],
-                  backbone=f"local-dir:{tiny_text_dir}", progress=False)  # fmt: skip
+    # On text, "scratch" brings the small text CNN, trained on a vocabulary of its cell's texts.
+    res = run_curve(str(table), out=str(tmp_path / "o"), strategies=["scratch"], fractions=[1.0],
+                    seeds=1, backbone=f"local-dir:{tiny_text_dir}", progress=False,
+                    **FAST)  # fmt: skip
+    assert [r["strategy"] for r in res.rows] == ["scratch", "cnn"]
+    (cnn_cell,) = [json.loads(p.read_text()) for p in (res.out / "cells").glob("cnn-*.json")]
+    assert 0 < cnn_cell["detail"]["vocabulary"] < 200
     from headstart.cli.curve import _fractions
 
     assert _fractions("1%, 10%,1.0") == [0.01, 0.1, 1.0]
@@ -296,3 +300,42 @@ def test_scratch_training_normalises_with_batch_statistics():
     after = bb.state_dict()
     unchanged = [k for k in before if torch.equal(before[k], after[k])]
     assert unchanged == []
+
+
+def test_text_cnn_tokens_vocabulary_and_head_tail_truncation():
+    from headstart.curve import build_vocab, text_ids, text_words
+
+    docs = text_words(["A great film.<br /><br />Great cast, don't miss it", "Dull. DULL plot"])
+    assert docs[0] == ["a", "great", "film", "great", "cast", "don't", "miss", "it"]
+    vocab = build_vocab(docs, min_count=2)
+    assert vocab == {"great": 2, "dull": 3}  # seen twice; 0 = padding, 1 = unknown
+    ids = text_ids(docs, vocab, max_len=4)
+    # 8 words > 4: the first two and the last two are kept
+    assert ids.tolist() == [[1, 2, 1, 1], [3, 3, 1, 0]]
+
+
+def test_text_cnn_learns_words_that_decide_the_label():
+    """Trained from scratch on 240 short texts whose label is set by one of four words among
+    random filler, the text CNN classifies 80 new texts almost perfectly (chance: 0.5)."""
+    from headstart.curve import SmallTextCNN, build_vocab, text_ids
+
+    rng = np.random.default_rng(0)
+    filler = [f"w{i}" for i in range(300)]
+    cue = {0: ["awful", "boring"], 1: ["superb", "moving"]}
+
+    def make(n: int) -> tuple[list[list[str]], np.ndarray]:
+        y = rng.integers(0, 2, n)
+        docs = []
+        for label in y:
+            d = list(rng.choice(filler, 20))
+            d.insert(int(rng.integers(0, 21)), str(rng.choice(cue[int(label)])))
+            docs.append(d)
+        return docs, y
+
+    (dt, yt), (dv, yv), (de, ye) = make(240), make(60), make(80)
+    vocab = build_vocab(dt)
+    cnn = SmallTextCNN(vocab_size=len(vocab) + 2, epochs=8, min_steps=40, batch_size=32, seed=0)
+    cnn.fit(text_ids(dt, vocab), yt, text_ids(dv, vocab), yv, 2)
+    acc = float(np.mean(cnn.predict_proba(text_ids(de, vocab)).argmax(1) == ye))
+    assert acc >= 0.9, acc
+    assert cnn.n_params_ == sum(p.numel() for p in cnn.model_.parameters())

@@ -14,9 +14,11 @@ split, and scores each on one fixed test split:
     the same architecture randomly initialised (``pretrained=False``), every layer trained
     at one learning rate suited to training from scratch (AdamW, ``scratch_lr``);
 ``cnn``
-    for images, a small CNN (5 conv layers, ~140k parameters) trained from scratch on the
-    native-resolution pixels: the usual small-data reference. Asking for ``scratch`` on image
-    data adds it;
+    a small network trained from scratch, the usual small-data reference: for images a CNN
+    (5 conv layers, ~140k parameters) on the native-resolution pixels; for text a Kim (2014)
+    text CNN on word ids (its vocabulary from the cell's training texts). Asking for
+    ``scratch`` on image or text data adds it (on text it is the affordable from-scratch
+    reference: the same transformer from scratch costs as much as fine-tuning it);
 ``baseline``
     pixels or TF-IDF + logistic regression (:mod:`headstart.baselines`).
 
@@ -37,6 +39,7 @@ import copy
 import dataclasses
 import logging
 import math
+import re
 import sys
 import time
 import warnings
@@ -398,10 +401,7 @@ class SmallCNN:
         torch.manual_seed(self.seed)
         self.device_ = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         yt = torch.as_tensor(y_train)
-        f = xt.float() / 255.0
-        self.mean_ = f.mean(dim=(0, 2, 3), keepdim=True)
-        self.std_ = f.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-3)
-        self.model_ = _cnn_module(xt.shape[1], n_classes).to(self.device_)
+        self.model_ = self._build(xt, n_classes).to(self.device_)
         steps_per_epoch = math.ceil(len(yt) / self.batch_size)
         epochs, patience = _stretch(self.epochs, self.patience, self.min_steps, steps_per_epoch)
         total = epochs * steps_per_epoch
@@ -426,7 +426,7 @@ class SmallCNN:
             loss_sum = 0.0
             for i in range(0, len(order), self.batch_size):
                 b = order[i : i + self.batch_size]
-                x = self._prep(self._shift(xt[b], gen))
+                x = self._prep(self._augment(xt[b], gen))
                 loss = loss_fn(self.model_(x), yt[b].to(self.device_))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -459,6 +459,16 @@ class SmallCNN:
         self.n_params_ = sum(p.numel() for p in self.model_.parameters())
         return self
 
+    def _build(self, xt: Any, n_classes: int) -> Any:
+        """The network for training inputs ``xt``; also fixes the input normalisation."""
+        f = xt.float() / 255.0
+        self.mean_ = f.mean(dim=(0, 2, 3), keepdim=True)
+        self.std_ = f.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-3)
+        return _cnn_module(xt.shape[1], n_classes)
+
+    def _augment(self, x: Any, gen: Any) -> Any:
+        return self._shift(x, gen)
+
     @staticmethod
     def _shift(x: Any, gen: Any, pad: int = 2) -> Any:
         """Random translations by up to `pad` pixels (edge pixels repeated)."""
@@ -486,6 +496,89 @@ class SmallCNN:
                     torch.softmax(self.model_(self._prep(x[i : i + 512])).float(), 1).cpu().numpy()
                 )
         return np.concatenate(out).astype(np.float64)
+
+
+_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+_TAG = re.compile(r"<[^>]{0,40}>")
+
+
+def text_words(texts: Any) -> list[list[str]]:
+    """Lower-cased word tokens of each text (HTML tags such as ``<br />`` dropped)."""
+    return [_WORD.findall(_TAG.sub(" ", str(t).lower())) for t in texts]
+
+
+def build_vocab(docs: list[list[str]], max_size: int = 30000, min_count: int = 2) -> dict[str, int]:
+    """Word -> id for the ``max_size`` most frequent words seen ``min_count`` times (ties by
+    first appearance); ids start at 2 (0: padding, 1: unknown word)."""
+    from collections import Counter
+
+    counts = Counter(w for d in docs for w in d)
+    common = [w for w, c in counts.most_common(max_size) if c >= min_count]
+    return {w: i + 2 for i, w in enumerate(common)}
+
+
+def text_ids(docs: list[list[str]], vocab: dict[str, int], max_len: int = 400) -> Any:
+    """(N, L) int64 token ids, zero-padded; a document longer than ``max_len`` keeps its first
+    and last ``max_len / 2`` words (a review's verdict is often at its end)."""
+    import torch
+
+    rows = []
+    for d in docs:
+        if len(d) > max_len:
+            d = d[: max_len // 2] + d[len(d) - (max_len - max_len // 2) :]
+        rows.append([vocab.get(w, 1) for w in d] or [1])
+    out = torch.zeros((len(rows), max(len(r) for r in rows)), dtype=torch.long)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+    return out
+
+
+def _text_cnn_module(vocab_size: int, n_classes: int, dim: int = 64, channels: int = 64) -> Any:
+    """Kim (2014)'s CNN for sentence classification, small: word embeddings, convolutions of
+    widths 3, 4 and 5, max over time, dropout, linear."""
+    import torch
+    from torch import nn
+
+    class TextCNN(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Embedding(vocab_size, dim, padding_idx=0)
+            self.convs = nn.ModuleList(
+                nn.Conv1d(dim, channels, k, padding=k // 2) for k in (3, 4, 5)
+            )
+            self.drop = nn.Dropout(0.5)
+            self.fc = nn.Linear(3 * channels, n_classes)
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            pad = (ids == 0).unsqueeze(1)  # (N, 1, L)
+            e = self.embed(ids).transpose(1, 2)  # (N, dim, L)
+            pooled = []
+            for conv in self.convs:
+                h = torch.relu(conv(e))[..., : ids.shape[1]]
+                pooled.append(h.masked_fill(pad, 0.0).amax(dim=2))  # ReLU >= 0: 0 is neutral
+            return self.fc(self.drop(torch.cat(pooled, dim=1)))
+
+    return TextCNN()
+
+
+class SmallTextCNN(SmallCNN):
+    """The small-CNN reference for text: a Kim-style text CNN (~2 M parameters, mostly the
+    word embeddings) on token ids from :func:`text_ids`, trained from scratch with the same
+    loop, schedule and early stopping as :class:`SmallCNN` (no augmentation)."""
+
+    def __init__(self, *, vocab_size: int, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.vocab_size = vocab_size
+
+    def _build(self, xt: Any, n_classes: int) -> Any:
+        return _text_cnn_module(self.vocab_size, n_classes)
+
+    def _augment(self, x: Any, gen: Any) -> Any:
+        return x
+
+    def _prep(self, x: Any) -> Any:
+        n = int((x != 0).sum(dim=1).max())  # trim the batch's padding
+        return x[:, : max(n, 5)].to(self.device_)
 
 
 # ------------------------------------------------------------------------------------ study
@@ -548,6 +641,7 @@ class _Study:
         self.fingerprints = {"pool": self.pool.fingerprint(), "test": self.test.fingerprint()}
         self._features: dict[str, np.ndarray] | None = None
         self._pixels: dict[str, Any] = {}  # the small CNN's decoded images, once per study
+        self._words: dict[str, list[list[str]]] = {}  # the text CNN's word tokens, once
         self.feature_info: dict[str, Any] = {}
 
     # ------------------------------------------------------------------------ bookkeeping
@@ -584,7 +678,11 @@ class _Study:
                 "batch_size": c.finetune_batch_size,
             }
         if strategy == "cnn":
+            model: dict[str, Any] = {}
+            if self.modality == "text":
+                model = {"model": "text-cnn", "vocabulary": 30000, "max_words": 400}
             return {
+                **model,
                 "epochs": c.cnn_epochs,
                 "lr": c.cnn_lr,
                 "min_steps": c.cnn_min_steps,
@@ -615,8 +713,15 @@ class _Study:
             f"statistics), at least "
             f"{c.scratch_epochs} epochs and {c.scratch_min_steps} steps, best validation epoch "
             f"kept (patience {c.scratch_patience} epochs, stretched with them).",
-            "cnn": f"small CNN: 5 conv layers (~140k parameters) on the native pixels (at most 64 px), "
-            f"AdamW at {c.cnn_lr:.2g}, random shifts of up to 2 px, at least {c.cnn_epochs} epochs "
+            "cnn": (
+                "small CNN: a Kim-style text CNN (64-d word embeddings over the 30,000 most "
+                "frequent words of the cell's training texts, convolutions of widths 3/4/5 with "
+                "64 channels, max over time, dropout 0.5; the first and last 200 words of long texts), "
+                if self.modality == "text"
+                else "small CNN: 5 conv layers (~140k parameters) on the native pixels (at most "
+                "64 px), random shifts of up to 2 px, "
+            )
+            + f"AdamW at {c.cnn_lr:.2g}, at least {c.cnn_epochs} epochs "
             f"and {c.cnn_min_steps} steps, best validation epoch kept (patience {c.cnn_patience} epochs, stretched with them).",
             "baseline": "baseline: pixels (28 x 28 grey) or TF-IDF + logistic regression, C chosen on "
             "validation.",
@@ -769,27 +874,44 @@ class _Study:
 
     def run_cnn(self, tr: np.ndarray, va: np.ndarray, seed: int) -> dict[str, Any]:
         c = self.cfg
-        cnn = SmallCNN(
-            epochs=c.cnn_epochs,
-            lr=c.cnn_lr,
-            batch_size=c.cnn_batch_size,
-            min_steps=c.cnn_min_steps,
-            patience=c.cnn_patience,
-            seed=seed,
-        )
-        if not self._pixels:
-            self._pixels["pool"], side = image_pixels(self.pool)
-            self._pixels["test"], _ = image_pixels(self.test, side)
-        x, y = self._pixels["pool"], self.pool.labels
-        cnn.fit(x[tr], y[tr], x[va], y[va], len(self.classes))
+        kw: dict[str, Any] = {
+            "epochs": c.cnn_epochs,
+            "lr": c.cnn_lr,
+            "batch_size": c.cnn_batch_size,
+            "min_steps": c.cnn_min_steps,
+            "patience": c.cnn_patience,
+            "seed": seed,
+        }
+        y = self.pool.labels
+        if self.modality == "text":
+            if not self._words:
+                self._words["pool"] = text_words(self.pool.inputs)
+                self._words["test"] = text_words(self.test.inputs)
+            words = self._words["pool"]
+            # The vocabulary comes from this cell's training texts only: from scratch.
+            vocab = build_vocab([words[i] for i in tr])
+            x_tr = text_ids([words[i] for i in tr], vocab)
+            x_va = text_ids([words[i] for i in va], vocab)
+            x_te = text_ids(self._words["test"], vocab)
+            cnn: SmallCNN = SmallTextCNN(vocab_size=len(vocab) + 2, **kw)
+            extra: dict[str, Any] = {"vocabulary": len(vocab)}
+        else:
+            if not self._pixels:
+                self._pixels["pool"], side = image_pixels(self.pool)
+                self._pixels["test"], _ = image_pixels(self.test, side)
+            x = self._pixels["pool"]
+            x_tr, x_va, x_te = x[tr], x[va], self._pixels["test"]
+            cnn = SmallCNN(**kw)
+            extra = {"side": int(x.shape[-1])}
+        cnn.fit(x_tr, y[tr], x_va, y[va], len(self.classes))
         return {
-            "proba": cnn.predict_proba(self._pixels["test"]),
+            "proba": cnn.predict_proba(x_te),
             "val_accuracy": cnn.val_accuracy_,
             "detail": {
                 "best_epoch": cnn.best_epoch_,
                 "epochs_run": len(cnn.history_),
                 "n_params": cnn.n_params_,
-                "side": int(x.shape[-1]),
+                **extra,
                 "history": cnn.history_,
             },
         }
@@ -1045,12 +1167,12 @@ def run_curve(
     (out / "cells").mkdir(parents=True, exist_ok=True)
     study = _Study(cfg, progress)
     strategies = list(cfg.strategies)
-    if "cnn" in strategies and study.modality != "image":
+    if "cnn" in strategies and study.modality not in ("image", "text"):
         raise ConfigError(
-            f"The 'cnn' strategy is a baseline for images; {cfg.data} is "
+            f"The 'cnn' strategy is a small CNN for images or text; {cfg.data} is "
             f"{study.modality} data. Leave 'cnn' out of --strategies."
         )
-    if "scratch" in strategies and study.modality == "image" and "cnn" not in strategies:
+    if "scratch" in strategies and study.modality in ("image", "text") and "cnn" not in strategies:
         strategies.insert(strategies.index("scratch") + 1, "cnn")
     n_pool, k = len(study.pool), len(study.classes)
     if n_pool < 2 * k:
