@@ -81,12 +81,18 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def splits_for(name: str, n_train: int, n_test: int, seed: int) -> tuple[Examples, Examples]:
+def splits_for(
+    name: str, n_train: int, n_test: int, seed: int, test_seed: int | None = None
+) -> tuple[Examples, Examples]:
+    """Stratified training draw ``seed``; the test split is a stratified subsample of the
+    official test split (drawn with ``test_seed``, so it stays fixed across training draws),
+    or, without one, (a subsample of) the examples the draw left."""
     pool, official = get_builtin(name).load()
+    test_seed = seed if test_seed is None else test_seed
     if official is not None:
         train = pool.subset(stratified_subset(pool.labels, n_train, seed), name=f"{name} train")
         test = official.subset(
-            stratified_subset(official.labels, min(n_test, len(official)), seed),
+            stratified_subset(official.labels, min(n_test, len(official)), test_seed),
             name=f"{name} test",
         )
         return train, test
@@ -187,111 +193,256 @@ def pool_cost(runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _taus(scores: dict[str, dict[str, float | None]], acc: dict[str, float]) -> dict[str, Any]:
+    """Kendall tau-b of each score's ranking against ``acc``, over the backbones that have it."""
+    taus: dict[str, dict[str, Any]] = {}
+    for score in SCORES:
+        pairs = [
+            (v, acc[n])
+            for n, row in scores.items()
+            if (v := row.get(score)) is not None and math.isfinite(v)
+        ]
+        if len(pairs) < 2:
+            continue
+        xs, ys = zip(*pairs, strict=True)
+        try:
+            tau = kendall_tau(xs, ys)
+            wtau = kendall_tau(xs, ys, weighted=True)
+        except ValueError:
+            tau = wtau = float("nan")
+        taus[score] = {"tau": tau, "weighted_tau": wtau, "models": len(pairs)}
+    return taus
+
+
+def _mean(vals: list[float | None]) -> float | None:
+    return None if any(v is None for v in vals) else float(np.mean(vals))  # type: ignore[arg-type]
+
+
 def acceptance_tau(
-    datasets: list[str], backbones: dict[str, Any], n_train: int, n_test: int, seed: int, root: Path
+    datasets: list[str],
+    backbones: dict[str, Any],
+    n_train: int,
+    n_test: int,
+    seed: int,
+    root: Path,
+    draws: int = 1,
 ) -> dict[str, Any]:
+    """Per data set and draw of the training examples (seeds ``seed .. seed + draws - 1``):
+    scores from ``rank_backbones`` and the linear probe's test accuracy. Kendall tau is taken
+    between the scores and accuracies averaged over the draws (and per draw, reported too):
+    one draw of 1,000 examples moves both by about a point, as much as backbones differ."""
     out: dict[str, Any] = {}
     for ds in datasets:
-        train, test = splits_for(ds, n_train, n_test, seed)
-        log(f"{ds}: {len(train)} train, {len(test)} test")
-        cache = root / f"tau-{ds}"
-        t0 = time.perf_counter()
-        table = rank_backbones(
-            train,
-            list(backbones.values()),
-            sample=len(train),
-            seed=seed,
-            cache_dir=cache,
-            progress=False,
-        )
-        t_rank = time.perf_counter() - t0
-        probe: dict[str, dict[str, Any]] = {}
-        for name, bb in backbones.items():
-            t1 = time.perf_counter()
-            fs_tr = extract_features(bb, train, cache_dir=cache, progress=False)
-            fs_te = extract_features(bb, test, cache_dir=cache, progress=False)
-            head = LogisticHead(random_state=seed).fit(fs_tr.load(), train.labels)
-            acc = float(np.mean(head.predict(fs_te.load()) == test.labels))
-            probe[name] = {
-                "test_accuracy": acc,
-                "train_from_cache": fs_tr.computed_shards == 0,
-                "test_extract_s": fs_te.seconds,
-                "C": head.C_,
-                "seconds": time.perf_counter() - t1,
-            }
-            log(
-                f"{ds} {name}: test acc {acc:.4f} (train features cached: "
-                f"{fs_tr.computed_shards == 0})"
+        per_draw: list[dict[str, Any]] = []
+        for d in range(draws):
+            s = seed + d
+            train, test = splits_for(ds, n_train, n_test, s, test_seed=seed)
+            log(f"{ds} draw {d}: {len(train)} train, {len(test)} test")
+            cache = root / f"tau-{ds}"
+            t0 = time.perf_counter()
+            table = rank_backbones(
+                train,
+                list(backbones.values()),
+                sample=len(train),
+                seed=s,
+                cache_dir=cache,
+                progress=False,
             )
-        rows = {r.name: r for r in table.rows}
-        taus: dict[str, dict[str, Any]] = {}
-        for score in SCORES:
-            pairs = [
-                (rows[n].score(score), probe[n]["test_accuracy"])
-                for n in backbones
-                if rows[n].score(score) is not None and math.isfinite(rows[n].score(score))
-            ]
-            if len(pairs) < 2:
-                continue
-            xs, ys = zip(*pairs, strict=True)
-            try:
-                tau = kendall_tau(xs, ys)
-                wtau = kendall_tau(xs, ys, weighted=True)
-            except ValueError:
-                tau = wtau = float("nan")
-            taus[score] = {"tau": tau, "weighted_tau": wtau, "models": len(pairs)}
+            t_rank = time.perf_counter() - t0
+            probe: dict[str, dict[str, Any]] = {}
+            for name, bb in backbones.items():
+                t1 = time.perf_counter()
+                fs_tr = extract_features(bb, train, cache_dir=cache, progress=False)
+                fs_te = extract_features(bb, test, cache_dir=cache, progress=False)
+                head = LogisticHead(random_state=s).fit(fs_tr.load(), train.labels)
+                acc = float(np.mean(head.predict(fs_te.load()) == test.labels))
+                probe[name] = {
+                    "test_accuracy": acc,
+                    "train_from_cache": fs_tr.computed_shards == 0,
+                    "test_extract_s": fs_te.seconds,
+                    "C": head.C_,
+                    "seconds": time.perf_counter() - t1,
+                }
+                log(
+                    f"{ds} draw {d} {name}: test acc {acc:.4f} (train features cached: "
+                    f"{fs_tr.computed_shards == 0})"
+                )
+            rows = {r.name: r for r in table.rows}
+            scores = {n: {sc: rows[n].score(sc) for sc in SCORES} for n in backbones}
+            taus = _taus(scores, {n: probe[n]["test_accuracy"] for n in backbones})
+            per_draw.append(
+                {
+                    "seed": s,
+                    "n_train": len(train),
+                    "n_test": len(test),
+                    "rank_s": t_rank,
+                    "table": table.to_dict(),
+                    "scores": scores,
+                    "probe": probe,
+                    "tau": taus,
+                }
+            )
+            log(f"{ds} draw {d}: " + ", ".join(f"{k} tau {v['tau']:+.2f}" for k, v in taus.items()))
+        mean_scores = {
+            n: {sc: _mean([pd["scores"][n][sc] for pd in per_draw]) for sc in SCORES}
+            for n in backbones
+        }
+        accs = {n: [pd["probe"][n]["test_accuracy"] for pd in per_draw] for n in backbones}
+        mean_acc = {n: float(np.mean(a)) for n, a in accs.items()}
+        taus = _taus(mean_scores, mean_acc)
         out[ds] = {
-            "n_train": len(train),
-            "n_test": len(test),
-            "rank_s": t_rank,
-            "table": table.to_dict(),
-            "probe": probe,
+            "draws": per_draw,
+            "n_train": per_draw[0]["n_train"],
+            "n_test": per_draw[0]["n_test"],
+            "mean_scores": mean_scores,
+            "mean_accuracy": mean_acc,
+            "std_accuracy": {n: float(np.std(a)) for n, a in accs.items()},
             "tau": taus,
         }
-        log(f"{ds}: " + ", ".join(f"{s} tau {v['tau']:+.2f}" for s, v in taus.items()))
+        log(
+            f"{ds} (mean of {draws}): "
+            + ", ".join(f"{k} tau {v['tau']:+.2f}" for k, v in taus.items())
+        )
     return out
+
+
+def finetuned_accuracies(
+    ds: str,
+    backbones: dict[str, Any],
+    n_train: int,
+    n_test: int,
+    seed: int,
+    root: Path,
+    tau: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """Fine-tune every backbone on draw ``seed``'s training examples with the package's
+    defaults (``FinetuneConfig()``: LP-FT from a logistic probe, top 2 layer groups, backbone
+    LR 30x below the head's, 5 epochs, early stopping on a stratified 20 % of the training
+    examples) and score it on the same test split as the probe."""
+    import copy
+
+    import torch
+
+    from headstart.extract import features_in_memory
+    from headstart.finetune import FinetuneConfig, finetune
+
+    train, test = splits_for(ds, n_train, n_test, seed, test_seed=seed)
+    rest, va = stratified_split(train.labels, max(1, len(train) // 5), seed)
+    tr_ex, va_ex = train.subset(rest), train.subset(va)
+    cache = root / f"ft-{ds}"
+    res: dict[str, Any] = {"data": ds, "n_train": len(rest), "n_val": len(va), "n_test": len(test)}
+    acc: dict[str, float] = {}
+    for name, bb0 in backbones.items():
+        t0 = time.perf_counter()
+        bb = copy.deepcopy(bb0)
+        f_tr = extract_features(bb, tr_ex, cache_dir=cache, progress=False).load()
+        f_va = extract_features(bb, va_ex, cache_dir=cache, progress=False).load()
+        probe = LogisticHead(refit=False, random_state=seed).fit(
+            f_tr, tr_ex.labels, f_va, va_ex.labels
+        )
+        cfg = FinetuneConfig(seed=seed)
+        model, fr = finetune(bb, probe.to_torch(), tr_ex, va_ex, cfg, progress=False)
+        F = features_in_memory(model.backbone, test)
+        with torch.inference_mode():
+            logits = model.head.cpu().eval()(torch.from_numpy(F)).numpy()
+        acc[name] = float(np.mean(logits.argmax(1) == test.labels))
+        res[name] = {
+            "test_accuracy": acc[name],
+            "val_accuracy": fr.val_accuracy,
+            "seconds": time.perf_counter() - t0,
+        }
+        log(f"{ds} fine-tuned {name}: test acc {acc[name]:.4f} ({res[name]['seconds']:.0f} s)")
+    res["config"] = FinetuneConfig(seed=seed).__dict__
+    if tau is not None and ds in tau:
+        res["tau"] = _taus(tau[ds]["mean_scores"], acc)
+        res["tau_probe_vs_finetuned"] = kendall_tau(
+            [tau[ds]["mean_accuracy"][n] for n in acc], [acc[n] for n in acc]
+        )
+    return res
 
 
 def markdown(res: dict[str, Any]) -> str:
     lines: list[str] = []
     tau = res["tau"]
+
+    def f(x: Any, spec: str = ".3f") -> str:
+        return "-" if x is None else format(x, spec)
+
     if tau:
         dss = list(tau)
+        draws = len(tau[dss[0]]["draws"])
         lines += [
             "### Kendall tau of each score's ranking vs measured linear-probe test accuracy",
+            "",
+            f"Scores and accuracies averaged over {draws} training draw(s) per data set.",
             "",
             "| score | " + " | ".join(dss) + " | mean |",
             "|---" * (len(dss) + 2) + "|",
         ]
-        for s in SCORES:
-            vals = [tau[d]["tau"].get(s, {}).get("tau") for d in dss]
+        for sc in SCORES:
+            vals = [tau[d]["tau"].get(sc, {}).get("tau") for d in dss]
             finite = [v for v in vals if v is not None and math.isfinite(v)]
             cells = [("-" if v is None or not math.isfinite(v) else f"{v:+.2f}") for v in vals]
             mean = f"{np.mean(finite):+.2f}" if finite else "-"
-            models = max(tau[d]["tau"].get(s, {}).get("models", 0) for d in dss)
-            lines.append(f"| {LABEL[s]} ({models} models) | " + " | ".join(cells) + f" | {mean} |")
+            models = max(tau[d]["tau"].get(sc, {}).get("models", 0) for d in dss)
+            lines.append(f"| {LABEL[sc]} ({models} models) | " + " | ".join(cells) + f" | {mean} |")
+        if draws > 1:
+            per = [
+                ", ".join(f"{pd['tau']['logme']['tau']:+.2f}" for pd in tau[d]["draws"])
+                for d in dss
+            ]
+            lines.append("| LogME, each draw alone | " + " | ".join(per) + " | |")
         lines.append("")
         for d in dss:
-            rows = {r["name"]: r for r in tau[d]["table"]["rows"]}
+            t = tau[d]
             lines += [
-                f"#### {d}: {tau[d]['n_train']} train / {tau[d]['n_test']} test",
+                f"#### {d}: {t['n_train']} train / {t['n_test']} test, mean of {draws} draw(s)",
                 "",
-                "| backbone | LogME | H-score (shr.) | NCE | LEEP | CV probe (5-fold) | "
+                "| backbone | LogME | H-score (shr.) | NCE | LEEP | CV ridge probe | "
                 "test acc (LogisticHead) | ms/example | rank (LogME) |",
                 "|---|---|---|---|---|---|---|---|---|",
             ]
-            for name, p in tau[d]["probe"].items():
-                r = rows[name]
-
-                def f(x: Any, spec: str = ".3f") -> str:
-                    return "-" if x is None else format(x, spec)
-
+            ms = t["mean_scores"]
+            order = sorted(ms, key=lambda n: -(ms[n]["logme"] or -np.inf))
+            for name in t["mean_accuracy"]:
+                r = ms[name]
+                msx = np.mean(
+                    [
+                        next(x for x in pd["table"]["rows"] if x["name"] == name)["ms_per_example"]
+                        for pd in t["draws"]
+                    ]
+                )
                 lines.append(
                     f"| {name} | {f(r['logme'])} | {f(r['hscore'])} | {f(r['nce'])} | "
-                    f"{f(r['leep'])} | {r['probe_accuracy']:.3f} ± {r['probe_std']:.3f} | "
-                    f"{p['test_accuracy']:.4f} | {r['ms_per_example']:.1f} | {r['rank']} |"
+                    f"{f(r['leep'])} | {f(r['probe_accuracy'])} | "
+                    f"{t['mean_accuracy'][name]:.4f} ± {t['std_accuracy'][name]:.4f} | "
+                    f"{msx:.1f} | {order.index(name) + 1} |"
                 )
             lines.append("")
+    ft = res.get("finetuned")
+    if ft:
+        names = [n for n in ft if isinstance(ft[n], dict) and "test_accuracy" in ft[n]]
+        lines += [
+            f"### Fine-tuned accuracies on {ft['data']} ({ft['n_train']} train + {ft['n_val']} "
+            f"validation, {ft['n_test']} test; `FinetuneConfig()` defaults)",
+            "",
+            "| backbone | linear probe test acc | fine-tuned test acc | seconds |",
+            "|---|---|---|---|",
+        ]
+        for n in names:
+            probe_acc = tau.get(ft["data"], {}).get("mean_accuracy", {}).get(n) if tau else None
+            lines.append(
+                f"| {n} | {f(probe_acc, '.4f')} | {ft[n]['test_accuracy']:.4f} | "
+                f"{ft[n]['seconds']:.0f} |"
+            )
+        if "tau" in ft:
+            lines += [
+                "",
+                "Kendall tau vs the fine-tuned accuracies: "
+                + ", ".join(f"{LABEL[k]} {v['tau']:+.2f}" for k, v in ft["tau"].items())
+                + f"; linear-probe accuracy {ft['tau_probe_vs_finetuned']:+.2f}.",
+            ]
+        lines.append("")
     c = res.get("cost")
     if c:
         lines += [
@@ -336,6 +487,12 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-cost", action="store_true")
     ap.add_argument("--skip-tau", action="store_true")
+    ap.add_argument("--datasets", help="comma-separated (default fashion-mnist,mnist,digits)")
+    ap.add_argument("--draws", type=int, default=1, help="training draws per data set (tau)")
+    ap.add_argument("--test-size", type=int, help="test examples per data set (default 1000)")
+    ap.add_argument(
+        "--finetune", metavar="DATASET", help="also fine-tune every backbone on DATASET"
+    )
     ap.add_argument(
         "--repeat",
         type=int,
@@ -347,6 +504,10 @@ def main() -> int:
     cost_names = COST_BACKBONES[:2] if args.quick else COST_BACKBONES
     n_cost, n_train, n_test = (120, 120, 100) if args.quick else (500, 1000, 1000)
     datasets = ["digits"] if args.quick else ["fashion-mnist", "mnist", "digits"]
+    if args.datasets:
+        datasets = args.datasets.split(",")
+    if args.test_size:
+        n_test = args.test_size
     started = dt.datetime.now()
     log(f"bench_rank: {platform.node()}, {os.cpu_count()} CPUs, python {sys.version.split()[0]}")
     res: dict[str, Any] = {
@@ -401,7 +562,13 @@ def main() -> int:
             }
             log(f"probe timing: ridge {t1 - t0:.2f} s, logistic {t2 - t1:.1f} s")
         if not args.skip_tau:
-            res["tau"] = acceptance_tau(datasets, loaded, n_train, n_test, args.seed, root)
+            res["tau"] = acceptance_tau(
+                datasets, loaded, n_train, n_test, args.seed, root, draws=args.draws
+            )
+        if args.finetune:
+            res["finetuned"] = finetuned_accuracies(
+                args.finetune, loaded, n_train, n_test, args.seed, root, res["tau"] or None
+            )
     res["wall_s"] = (dt.datetime.now() - started).total_seconds()
     print()
     print(markdown(res))
