@@ -123,6 +123,11 @@ def test_a_partial_study_resumes_and_a_changed_setting_recomputes_only_its_cells
     assert (len(first.computed), first.reused, first.complete) == (3, [], False)
     assert first.headline.startswith("(partial: 3 of 4 cells)")
     assert "The study is not finished" in (tmp_path / "c" / "report.html").read_text()
+    # A summary-only pass (no new cells) with a second seed: its missing cells come first in
+    # the plan, yet every finished cell after them is still read and summarised.
+    peek = run_curve(str(pets), max_new_cells=0, **{**kw, "seeds": 2})
+    assert sorted(peek.reused) == sorted(first.computed) and peek.computed == []
+    assert peek.headline.startswith("(partial: 3 of 8 cells)")
     stamps = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "c" / "cells").glob("*.json")}
     second = run_curve(str(pets), **kw)
     assert sorted(second.reused) == sorted(first.computed) and len(second.computed) == 1

@@ -1092,8 +1092,8 @@ def _run_cells(
             reused.append(cell_id)
             continue
         if max_new_cells is not None and len(computed) >= max_new_cells:
-            stopped = True
-            break
+            stopped = True  # keep scanning: later finished cells still count in the summary
+            continue
         tr, va = _cell_split(study.pool, n, seed, cfg.val_fraction)
         if strategy in ("extract", "finetune"):
             study.features()  # once per study, not counted in the cell's time
