@@ -253,47 +253,18 @@ def read_audio_folder(root: str | os.PathLike[str], on_error: OnError = "raise")
     ``meta["skipped"]`` as ``(path, reason)``. Audio in a format libsndfile cannot decode
     (``.m4a``, ``.aac`` ...) raises with the conversion command rather than being ignored.
     """
+    from headstart.data.files import drop_unreadable, scan_class_folders
+
     if on_error not in ("raise", "skip"):
         raise ConfigError(f"on_error must be 'raise' or 'skip', got {on_error!r}.")
-    root = Path(root).expanduser()
-    if not root.exists():
-        raise DataError(f"Audio folder not found: {root}. Check the path.")
-    if not root.is_dir():
-        raise DataError(f"{root} is a file, not a folder of class sub-folders.")
-    entries = sorted(e for e in os.listdir(root) if not _hidden(e))
-    class_dirs = [e for e in entries if (root / e).is_dir()]
-    loose = [e for e in entries if (root / e).is_file()]
-    if not class_dirs:
-        n_audio = sum(is_audio_file(e) for e in loose)
-        found = f" It holds {n_audio} audio files directly;" if n_audio else ""
-        raise DataError(
-            f"No class sub-folders in {root}.{found} headstart expects one sub-folder per "
-            f"class, named after the class: {root}/yes/1.wav, {root}/no/2.wav, ..."
-        )
-    paths: list[str] = []
-    labels: list[int] = []
-    ignored = len(loose)
-    unsupported: list[str] = []
-    for k, name in enumerate(class_dirs):
-        n_before = len(paths)
-        for dirpath, dirnames, filenames in os.walk(root / name):
-            dirnames[:] = sorted(d for d in dirnames if not _hidden(d))
-            for f in sorted(filenames):
-                if _hidden(f):
-                    continue
-                if is_audio_file(f):
-                    paths.append(os.path.join(dirpath, f))
-                    labels.append(k)
-                elif Path(f).suffix.lower() in UNSUPPORTED_AUDIO_EXTENSIONS:
-                    unsupported.append(os.path.join(dirpath, f))
-                else:
-                    ignored += 1
-        if len(paths) == n_before and not unsupported:
-            raise DataError(
-                f"Class folder {root / name} holds no audio files (looked for "
-                f"{', '.join(sorted(e.lstrip('.') for e in AUDIO_EXTENSIONS))}). Add audio to "
-                "it or remove the folder."
-            )
+    root, class_dirs, paths, labels, ignored, unsupported = scan_class_folders(
+        root,
+        kind="audio",
+        wanted=is_audio_file,
+        shown=AUDIO_EXTENSIONS,
+        example="yes/1.wav, no/2.wav",
+        unsupported=UNSUPPORTED_AUDIO_EXTENSIONS,
+    )
     if unsupported:
         first = Path(unsupported[0])
         raise DataError(
@@ -314,14 +285,7 @@ def read_audio_folder(root: str | os.PathLike[str], on_error: OnError = "raise")
             problems.append((path, why))
     if problems:
         log.warning("skipped %d unreadable audio files in %s", len(problems), root)
-        paths = [paths[i] for i in good]
-        labels = [labels[i] for i in good]
-        emptied = sorted(set(class_dirs) - {class_dirs[k] for k in set(labels)})
-        if emptied:
-            raise DataError(
-                f"After skipping {len(problems)} unreadable audio files, class folder(s) "
-                f"{', '.join(emptied)} in {root} have no audio left. Replace the bad files."
-            )
+    paths, labels = drop_unreadable(root, "audio", class_dirs, paths, labels, good, len(problems))
     return Examples(
         modality="audio",
         inputs=paths,
@@ -330,7 +294,3 @@ def read_audio_folder(root: str | os.PathLike[str], on_error: OnError = "raise")
         name=str(root),
         meta={"format": "audio folder", "ignored_files": ignored, "skipped": problems},
     )
-
-
-def _hidden(name: str) -> bool:
-    return name.startswith(".") or name == "__MACOSX"

@@ -11,6 +11,7 @@ import difflib
 import json
 import math
 import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -56,31 +57,44 @@ def _hidden(name: str) -> bool:
     return name.startswith(".") or name == "__MACOSX"
 
 
-def read_image_folder(root: str | os.PathLike[str], on_error: OnError = "raise") -> Examples:
-    """Read ``root/<class name>/<image>`` (images may sit in nested folders inside a class).
+def scan_class_folders(
+    root: str | os.PathLike[str],
+    *,
+    kind: str,
+    wanted: Callable[[str], bool],
+    shown: Iterable[str],
+    example: str,
+    unsupported: Iterable[str] = (),
+) -> tuple[Path, list[str], list[str], list[int], int, list[str]]:
+    """Walk ``root/<class name>/...`` for the files ``wanted`` accepts (by file name).
 
-    Classes are the sub-folder names, sorted. Hidden files and folders are ignored, and so
-    are files that are not images (counted in ``meta["ignored_files"]``). Every image is
-    verified cheaply; with ``on_error="skip"`` unreadable ones are left out and listed in
-    ``meta["skipped"]`` as ``(path, reason)``.
+    Returns (root, class names, paths, class indices, ignored file count, paths whose
+    extension is in ``unsupported``). Classes are the sub-folder names, sorted; hidden files
+    and folders are skipped; files that are neither wanted nor unsupported are counted as
+    ignored. ``kind`` ("image", "audio"), ``shown`` (the extensions named in an error) and
+    ``example`` ("cat/1.jpg, dog/2.jpg") word the errors for a missing folder, a folder with
+    no class sub-folders and a class folder with nothing in it.
     """
     root = Path(root).expanduser()
     if not root.exists():
-        raise DataError(f"Image folder not found: {root}. Check the path.")
+        raise DataError(f"{kind.capitalize()} folder not found: {root}. Check the path.")
     if not root.is_dir():
         raise DataError(f"{root} is a file, not a folder of class sub-folders.")
     entries = sorted(e for e in os.listdir(root) if not _hidden(e))
     class_dirs = [e for e in entries if (root / e).is_dir()]
     loose = [e for e in entries if (root / e).is_file()]
     if not class_dirs:
-        n_img = sum(is_image_file(e) for e in loose)
-        found = f" It holds {n_img} image files directly;" if n_img else ""
+        n = sum(wanted(e) for e in loose)
+        found = f" It holds {n} {kind} files directly;" if n else ""
+        first, second = (x.strip() for x in example.split(","))
         raise DataError(
             f"No class sub-folders in {root}.{found} headstart expects one sub-folder per "
-            f"class, named after the class: {root}/cat/1.jpg, {root}/dog/2.jpg, ..."
+            f"class, named after the class: {root}/{first}, {root}/{second}, ..."
         )
+    bad_ext = {e.lower() for e in unsupported}
     paths: list[str] = []
     labels: list[int] = []
+    odd: list[str] = []
     ignored = len(loose)
     for k, name in enumerate(class_dirs):
         n_before = len(paths)
@@ -89,27 +103,59 @@ def read_image_folder(root: str | os.PathLike[str], on_error: OnError = "raise")
             for f in sorted(filenames):
                 if _hidden(f):
                     continue
-                if is_image_file(f):
+                if wanted(f):
                     paths.append(os.path.join(dirpath, f))
                     labels.append(k)
+                elif Path(f).suffix.lower() in bad_ext:
+                    odd.append(os.path.join(dirpath, f))
                 else:
                     ignored += 1
-        if len(paths) == n_before:
+        if len(paths) == n_before and not odd:
             raise DataError(
-                f"Class folder {root / name} holds no image files (looked for "
-                f"{', '.join(sorted(e.lstrip('.') for e in _EXT_SHOWN))}). Add images to it "
+                f"Class folder {root / name} holds no {kind} files (looked for "
+                f"{', '.join(sorted(e.lstrip('.') for e in shown))}). Add {kind} files to it "
                 "or remove the folder."
             )
+    return root, class_dirs, paths, labels, ignored, odd
+
+
+def drop_unreadable(
+    root: Path,
+    kind: str,
+    class_dirs: list[str],
+    paths: list[str],
+    labels: list[int],
+    good: Iterable[int],
+    n_problems: int,
+) -> tuple[list[str], list[int]]:
+    """The readable files (indices ``good``); raises if a class has none of them left."""
+    if not n_problems:
+        return paths, labels
+    keep = list(good)
+    paths = [paths[i] for i in keep]
+    labels = [labels[i] for i in keep]
+    emptied = sorted(set(class_dirs) - {class_dirs[k] for k in set(labels)})
+    if emptied:
+        raise DataError(
+            f"After skipping {n_problems} unreadable {kind} files, class folder(s) "
+            f"{', '.join(emptied)} in {root} have no {kind} files left. Replace the bad files."
+        )
+    return paths, labels
+
+
+def read_image_folder(root: str | os.PathLike[str], on_error: OnError = "raise") -> Examples:
+    """Read ``root/<class name>/<image>`` (images may sit in nested folders inside a class).
+
+    Classes are the sub-folder names, sorted. Hidden files and folders are ignored, and so
+    are files that are not images (counted in ``meta["ignored_files"]``). Every image is
+    verified cheaply; with ``on_error="skip"`` unreadable ones are left out and listed in
+    ``meta["skipped"]`` as ``(path, reason)``.
+    """
+    root, class_dirs, paths, labels, ignored, _ = scan_class_folders(
+        root, kind="image", wanted=is_image_file, shown=_EXT_SHOWN, example="cat/1.jpg, dog/2.jpg"
+    )
     good, problems = check_images(paths, on_error)
-    if problems:
-        paths = [paths[i] for i in good]
-        labels = [labels[i] for i in good]
-        emptied = sorted(set(class_dirs) - {class_dirs[k] for k in set(labels)})
-        if emptied:
-            raise DataError(
-                f"After skipping {len(problems)} unreadable images, class folder(s) "
-                f"{', '.join(emptied)} in {root} have no images left. Replace the bad files."
-            )
+    paths, labels = drop_unreadable(root, "image", class_dirs, paths, labels, good, len(problems))
     return Examples(
         modality="image",
         inputs=paths,
