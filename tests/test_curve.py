@@ -192,6 +192,13 @@ def test_headline_compares_low_budget_transfer_with_the_best_full_budget_scratch
         "With 1% of the labels (10 examples), fine-tuned transfer reaches 80% of"
     )
     assert "trained on 100% (1,000 examples; a small CNN): 72.0% vs 90.0%" in text
+    assert text.endswith("with 1% of the data' does not hold here.")
+    assert detail["claim_holds"] is False
+    cells += [cell("extract", 1.0, 0, 0.95)]  # the reference is from scratch only
+    cells[:2] = [cell("finetune", 0.01, s, 0.82) for s in (0, 1)]
+    text, detail = headline(summarise_cells(cells))
+    assert detail["claim_holds"] is True and text.endswith("holds here.")
+    assert detail["ratio"] == pytest.approx(0.82 / 0.90)
     no_ref, _ = headline(summarise_cells([cell("extract", 0.1, 0, 0.5)]))
     assert no_ref.startswith("No headline")
 
