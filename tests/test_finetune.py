@@ -40,7 +40,9 @@ def test_frozen_parameters_and_batchnorm_statistics_do_not_move():
     head = _probe_head(bb, train)
     before = {k: v.clone() for k, v in bb.state_dict().items()}
     trainable, frozen = select_groups(bb, 1)
-    cfg = FinetuneConfig(unfreeze=1, epochs=1, batch_size=16, head_lr=1e-2, patience=5)
+    cfg = FinetuneConfig(
+        unfreeze=1, epochs=1, batch_size=16, head_lr=1e-2, patience=5, keep_start=False
+    )
     finetune(bb, head, train, val, cfg, progress=False)
     after = bb.state_dict()
     tuned = {p for g in trainable for p in g.params}
@@ -75,7 +77,9 @@ def test_batchnorm_of_trainable_groups_follows_the_bn_mode(bn: str):
     ]
     affine = [k.replace("running_var", "weight") for k in stats]  # the same BN layers' scales
     assert stats, "the test needs BatchNorm layers in trainable groups"
-    cfg = FinetuneConfig(unfreeze=2, epochs=1, batch_size=16, head_lr=1e-2, patience=5, bn=bn)
+    cfg = FinetuneConfig(
+        unfreeze=2, epochs=1, batch_size=16, head_lr=1e-2, patience=5, bn=bn, keep_start=False
+    )
     finetune(bb, head, train, val, cfg, progress=False)
     after = bb.state_dict()
     stats_moved = [k for k in stats if not torch.equal(before[k], after[k])]
@@ -86,6 +90,29 @@ def test_batchnorm_of_trainable_groups_follows_the_bn_mode(bn: str):
         assert len(stats_moved) == len(stats)
     with pytest.raises(ConfigError, match="bn must be one of"):
         FinetuneConfig(bn="sync").validate()
+
+
+def test_fine_tuning_that_only_hurts_hands_back_its_starting_point():
+    """LP-FT starts from the probe; when no epoch beats that start on validation (here a
+    learning rate that wrecks the network), the start's weights come back, not the wreck."""
+    torch.manual_seed(0)
+    bb = load_backbone("torchvision:mobilenet_v3_small", pretrained=False, image_size=32)
+    train, val = image_examples(48), image_examples(32, seed=1)
+    head = _probe_head(bb, train)
+    before = {k: v.clone() for k, v in bb.state_dict().items()}
+    head_before = {k: v.clone() for k, v in head.state_dict().items()}
+    cfg = FinetuneConfig(unfreeze=-1, epochs=2, batch_size=16, head_lr=30.0, lr_ratio=1.0,
+                         grad_clip=0.0, patience=5)  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ForgettingWarning)
+        model, res = finetune(bb, head, train, val, cfg, progress=False)
+    assert res.start_val_accuracy is not None and res.start_val_accuracy >= 0.9
+    assert max(h["val_accuracy"] for h in res.history) < res.start_val_accuracy
+    assert res.kept_start and res.best_epoch == 0 and "starting point" in res.stopped
+    assert res.val_accuracy == res.start_val_accuracy
+    after = model.backbone.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert all(torch.equal(head_before[k], v) for k, v in model.head.state_dict().items())
 
 
 def test_learning_rate_groups_follow_ratio_and_layer_decay():

@@ -369,6 +369,7 @@ def scratch_config(c: CurveConfig, n_train: int, lr: float, seed: int) -> Any:
         patience=patience,
         mixed_precision=c.mixed_precision,
         bn="train",
+        keep_start=False,  # the start is a random network
         seed=seed,
     )
 

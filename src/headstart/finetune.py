@@ -63,6 +63,10 @@ class FinetuneConfig:
     patience: int = 2
     l2sp: float = 0.0
     bn: str = "frozen"  # frozen: every BatchNorm uses its pretrained statistics | train
+    # Score the starting point (LP-FT: the probe on pretrained features) on validation too, and
+    # keep it when no epoch beats it: fine-tuning never hands back a model worse on
+    # validation than the one it started from.
+    keep_start: bool = True
     strict: bool = False
     time_budget_s: float | None = None
     seed: int = 0
@@ -110,6 +114,8 @@ class FinetuneResult:
     stopped: str
     seconds: float
     examples_per_s: float
+    start_val_accuracy: float | None = None  # the starting point's, when keep_start
+    kept_start: bool = False  # no epoch beat the starting point: its weights are kept
     tuned_state: dict[str, torch.Tensor] = field(repr=False, default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -316,8 +322,15 @@ def finetune(
         history, best, bad_epochs = state["history"], state["best"], state["bad_epochs"]
         start_epoch = state["epoch"] + 1
         stopped = state.get("stopped", "")
+        start = state.get("start")
         log.info("resuming fine-tuning from %s after epoch %d", checkpoint, start_epoch)
 
+    if checkpoint is None or not checkpoint.exists():
+        start = None
+        if cfg.keep_start:
+            s_acc, s_loss = _evaluate(model, val_loader, acc)
+            start = {"acc": s_acc, "loss": s_loss, "state": _trained_state(raw_model, trainable)}
+            log.info("starting point: val acc %.4f, val loss %.4f", s_acc, s_loss)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     clip_params = [p for p in model.parameters() if p.requires_grad]
     seen, train_time = 0, 0.0
@@ -407,11 +420,20 @@ def finetune(
                 "best": best,
                 "bad_epochs": bad_epochs,
                 "stopped": stopped,
+                "start": start,
             }
             checkpoint.parent.mkdir(parents=True, exist_ok=True)
             with atomic_open(checkpoint) as fh:
                 torch.save(payload, fh)
         acc.wait_for_everyone()
+    kept_start = start is not None and (start["acc"], -start["loss"]) > (best["acc"], -best["loss"])
+    if kept_start:
+        assert start is not None
+        best = {**start, "epoch": 0}
+        stopped = (stopped or "all epochs run") + (
+            f"; no epoch beat the starting point on validation ({start['acc']:.4f}): "
+            "its weights are kept"
+        )
     if best["state"] is not None:
         raw_model.load_state_dict(best["state"], strict=False)
     raw_model.eval()
@@ -428,6 +450,8 @@ def finetune(
         stopped=stopped or "all epochs run",
         seconds=time.perf_counter() - t_start,
         examples_per_s=seen / train_time if train_time else 0.0,
+        start_val_accuracy=None if start is None else start["acc"],
+        kept_start=kept_start,
         tuned_state=best["state"] or {},
     )
     for p in raw_model.parameters():
