@@ -939,6 +939,8 @@ def _train_detail(d: dict[str, Any]) -> dict[str, Any]:
         "n_trainable",
         "lrs",
         "examples_per_s",
+        "start_val_accuracy",
+        "kept_start",
         "history",
     )
     return {k: d[k] for k in keep if k in d}
