@@ -357,6 +357,8 @@ def finetuned_accuracies(
         res[name] = {
             "test_accuracy": acc[name],
             "val_accuracy": fr.val_accuracy,
+            "start_val_accuracy": fr.start_val_accuracy,
+            "kept_start": fr.kept_start,
             "seconds": time.perf_counter() - t0,
         }
         log(f"{ds} fine-tuned {name}: test acc {acc[name]:.4f} ({res[name]['seconds']:.0f} s)")
@@ -501,6 +503,7 @@ def main() -> int:
     ap.add_argument(
         "--finetune", metavar="DATASET", help="also fine-tune every backbone on DATASET"
     )
+    ap.add_argument("--backbones", help="comma-separated backbone names (default: the five)")
     ap.add_argument(
         "--repeat",
         type=int,
@@ -509,6 +512,8 @@ def main() -> int:
     )
     args = ap.parse_args()
     names = BACKBONES[:2] if args.quick else BACKBONES
+    if args.backbones:
+        names = args.backbones.split(",")
     cost_names = COST_BACKBONES[:2] if args.quick else COST_BACKBONES
     n_cost, n_train, n_test = (120, 120, 100) if args.quick else (500, 1000, 1000)
     datasets = ["digits"] if args.quick else ["fashion-mnist", "mnist", "digits"]
