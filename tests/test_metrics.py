@@ -152,3 +152,122 @@ def test_bad_inputs_are_explained():
         classification_metrics(np.array(["a", "b"]), p, ["a", "b"])
     with pytest.raises(DataError, match="2-D"):
         classification_metrics(np.array([0, 1]), np.array([0, 1]), ["a", "b"])
+
+
+# --------------------------------------------------------------------------------------------
+# Same results as the hand-written implementation that metrics.py had before it wrapped
+# sklearn.metrics (kept here as a reference, on the edge cases it handled)
+# --------------------------------------------------------------------------------------------
+
+
+def _rank_auc(positive: np.ndarray, score: np.ndarray) -> float:
+    """ROC AUC by the rank-sum (Mann-Whitney) formula; ties count one half."""
+    from scipy.stats import rankdata
+
+    n_pos = int(positive.sum())
+    ranks = rankdata(score)
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * (len(score) - n_pos)))
+
+
+def _reference_metrics(y: np.ndarray, p: np.ndarray) -> dict:
+    """The former headstart.metrics formulas (log-loss of the rows as given)."""
+    n, k = p.shape
+    pred = p.argmax(axis=1)
+    cm = np.bincount(y * k + pred, minlength=k * k).reshape(k, k)
+    tp = np.diag(cm).astype(np.float64)
+    support, predicted = cm.sum(axis=1), cm.sum(axis=0)
+    precision = np.divide(tp, predicted, out=np.zeros(k), where=predicted > 0)
+    recall = np.divide(tp, support, out=np.zeros(k), where=support > 0)
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros(k), where=denom > 0)
+    seen = (support > 0) | (predicted > 0)
+    auc = None
+    if k == 2 and 0 < support[1] < n:
+        auc = _rank_auc(y == 1, p[:, 1])
+    elif k > 2 and (support > 0).all():
+        auc = float(np.mean([_rank_auc(y == c, p[:, c]) for c in range(k)]))
+    eps = np.finfo(np.float64).eps
+    return {
+        "n": n,
+        "accuracy": tp.sum() / n,
+        "macro_f1": f1[seen].mean(),
+        "balanced_accuracy": recall[support > 0].mean(),
+        "log_loss": -np.log(np.clip(p[np.arange(n), y], eps, 1 - eps)).mean(),
+        "per_class": {
+            f"c{c}": {
+                "precision": precision[c],
+                "recall": recall[c],
+                "f1": f1[c],
+                "support": support[c],
+            }
+            for c in range(k)
+        },
+        "confusion_matrix": cm.tolist(),
+        "roc_auc": auc,
+    }
+
+
+def _assert_same(got: dict, want: dict) -> None:
+    assert got["n"] == want["n"]
+    assert got["confusion_matrix"] == want["confusion_matrix"]
+    for key in ("accuracy", "macro_f1", "balanced_accuracy", "log_loss"):
+        assert got[key] == pytest.approx(want[key], rel=1e-12, abs=1e-12), key
+    assert list(got["per_class"]) == list(want["per_class"])
+    for name, scores in want["per_class"].items():
+        assert got["per_class"][name] == pytest.approx(scores, rel=1e-12, abs=1e-12), name
+    if want["roc_auc"] is None:
+        assert got["roc_auc"] is None
+    else:
+        assert got["roc_auc"] == pytest.approx(want["roc_auc"], rel=1e-12, abs=1e-12)
+
+
+@pytest.mark.filterwarnings("error")  # and scikit-learn warns about none of these cases
+@pytest.mark.parametrize("k", [2, 3, 5])
+@pytest.mark.parametrize("n", [1, 7, 60])
+@pytest.mark.parametrize("drop", ["none", "true_class", "predicted_class", "all_but_one"])
+def test_same_results_as_the_former_implementation(k, n, drop):
+    y, p = random_problem(n, k, seed=100 * k + n)
+    if drop == "true_class":  # a class absent from y_true (it may still be predicted)
+        y[y == k - 1] = 0
+    elif drop == "predicted_class":  # a class never predicted (it may still occur in y_true)
+        p[:, 1] = 0.0
+        p /= p.sum(axis=1, keepdims=True)
+    elif drop == "all_but_one":  # a single class in y_true: ROC AUC is undefined
+        y[:] = 1
+    got = classification_metrics(y, p, [f"c{c}" for c in range(k)])
+    _assert_same(got, _reference_metrics(y, p))
+    assert json.loads(json.dumps(got)) == got
+    if drop == "all_but_one":
+        assert got["roc_auc"] is None
+
+
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("k", [2, 4])
+def test_rows_that_do_not_sum_to_one_exactly(k):
+    """Rows off by up to 1e-3 (float32 rounding and worse) are accepted, as before. Every
+    metric is the former one except log-loss, which is now that of the renormalised rows
+    (a probability distribution), so it moves by about the rows' error."""
+    y, p = random_problem(200, k, seed=k)
+    off = p * (1 + np.random.default_rng(k).uniform(-5e-4, 5e-4, size=(len(p), 1)))
+    got = classification_metrics(y, off, [f"c{c}" for c in range(k)])
+    want = _reference_metrics(y, off)
+    renormalised = _reference_metrics(y, off / off.sum(axis=1, keepdims=True))
+    assert got["log_loss"] == pytest.approx(renormalised["log_loss"], rel=1e-12)
+    assert got["log_loss"] == pytest.approx(want["log_loss"], abs=1e-3)
+    _assert_same(got, {**want, "log_loss": got["log_loss"]})
+    # The same rows in float32 (what a torch softmax gives) score like the float64 ones.
+    f32 = classification_metrics(y, p.astype(np.float32), [f"c{c}" for c in range(k)])
+    assert f32["log_loss"] == pytest.approx(_reference_metrics(y, p)["log_loss"], rel=1e-6)
+
+
+def test_labels_given_as_whole_floats_and_names_from_classes():
+    y = np.array([0.0, 1.0, 2.0, 2.0])
+    p = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.1, 0.2, 0.7], [0.6, 0.3, 0.1]])
+    m = classification_metrics(y, p, ["cat", "dog", "eel"])
+    assert list(m["per_class"]) == ["cat", "dog", "eel"]
+    assert m["per_class"]["eel"] == pytest.approx(
+        {"precision": 1.0, "recall": 0.5, "f1": 2 / 3, "support": 2}
+    )
+    assert m["confusion_matrix"] == [[1, 0, 0], [0, 1, 0], [1, 0, 1]]
+    with pytest.raises(DataError, match="integer class indices"):
+        classification_metrics(np.array([0.5, 1.0, 2.0, 2.0]), p, ["cat", "dog", "eel"])

@@ -2,7 +2,8 @@
 
 :func:`classification_metrics` gives everything a report shows for one split: accuracy,
 macro F1, balanced accuracy, log-loss, per-class precision/recall/F1, the confusion matrix,
-ROC AUC, expected calibration error and the reliability-diagram bins.
+ROC AUC (all computed by :mod:`sklearn.metrics`), expected calibration error and the
+reliability-diagram bins (which scikit-learn lacks).
 :func:`most_confident_errors` lists the wrong predictions the model was surest of, the first
 examples worth looking at.
 
@@ -17,7 +18,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy.stats import rankdata
+from sklearn import metrics as skm
 
 from headstart.errors import DataError
 
@@ -74,14 +75,6 @@ def _check_inputs(y_true: ArrayLike, proba: ArrayLike) -> tuple[np.ndarray, np.n
     return y.astype(np.int64), p
 
 
-def _binary_auc(positive: np.ndarray, score: np.ndarray) -> float:
-    """ROC AUC by the rank-sum (Mann-Whitney) formula; ties count one half."""
-    n_pos = int(positive.sum())
-    n_neg = len(positive) - n_pos
-    ranks = rankdata(score)
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
 def expected_calibration_error(
     y_true: ArrayLike, proba: ArrayLike, n_bins: int = ECE_BINS
 ) -> tuple[float, list[dict[str, Any]]]:
@@ -126,13 +119,14 @@ def classification_metrics(
     """All metrics of one split, as a JSON-able dict.
 
     Keys: ``n``, ``accuracy``, ``macro_f1`` (mean F1 over the classes that occur in y_true or
-    in the predictions, as scikit-learn does), ``balanced_accuracy`` (mean recall over the
-    classes in y_true), ``log_loss`` (natural log, probabilities clipped to [eps, 1 - eps] with float64 eps, as
-    scikit-learn does),
-    ``per_class`` ({name: {precision, recall, f1, support}}; 0.0 where undefined),
-    ``confusion_matrix`` (list of lists, rows = true class, columns = predicted, in `classes`
-    order), ``roc_auc`` (binary: of the class-1 column; multiclass: macro one-vs-rest, only
-    when every class occurs in y_true; otherwise None), ``ece`` and ``reliability`` (see
+    in the predictions, as :func:`sklearn.metrics.f1_score` does), ``balanced_accuracy`` (mean
+    recall over the classes in y_true, as :func:`sklearn.metrics.balanced_accuracy_score`),
+    ``log_loss`` (natural log, of the rows renormalised to sum to 1 and clipped to
+    [eps, 1 - eps] with float64 eps, by :func:`sklearn.metrics.log_loss`), ``per_class``
+    ({name: {precision, recall, f1, support}}; 0.0 where undefined), ``confusion_matrix``
+    (list of lists, rows = true class, columns = predicted, in `classes` order), ``roc_auc``
+    (binary: of the class-1 column; multiclass: macro one-vs-rest, only when every class
+    occurs in y_true; otherwise None), ``ece`` and ``reliability`` (see
     :func:`expected_calibration_error`).
     """
     y, p = _check_inputs(y_true, proba)
@@ -141,32 +135,28 @@ def classification_metrics(
         raise DataError(
             f"{len(classes)} class names for {k} proba columns; pass one name per column."
         )
-    n = len(y)
+    labels = np.arange(k)
     pred = p.argmax(axis=1)
-    cm = np.bincount(y * k + pred, minlength=k * k).reshape(k, k)
-    tp = np.diag(cm).astype(np.float64)
-    support = cm.sum(axis=1)
-    predicted = cm.sum(axis=0)
-    precision = np.divide(tp, predicted, out=np.zeros(k), where=predicted > 0)
-    recall = np.divide(tp, support, out=np.zeros(k), where=support > 0)
-    denom = precision + recall
-    f1 = np.divide(2 * precision * recall, denom, out=np.zeros(k), where=denom > 0)
-    seen = (support > 0) | (predicted > 0)
+    precision, recall, f1, support = skm.precision_recall_fscore_support(
+        y, pred, labels=labels, zero_division=0.0
+    )
 
     roc_auc: float | None = None
-    if k == 2 and 0 < support[1] < n:
-        roc_auc = _binary_auc(y == 1, p[:, 1])
+    if k == 2 and 0 < support[1] < len(y):
+        roc_auc = float(skm.roc_auc_score(y == 1, p[:, 1]))
     elif k > 2 and (support > 0).all():
-        roc_auc = float(np.mean([_binary_auc(y == c, p[:, c]) for c in range(k)]))
+        # One-vs-rest macro AUC, per column: scikit-learn's multi_class="ovr" would also demand
+        # rows that sum to 1 within 1e-5, stricter than the 1e-3 accepted here.
+        roc_auc = float(np.mean([skm.roc_auc_score(y == c, p[:, c]) for c in labels]))
 
     ece, reliability = expected_calibration_error(y, p)
-    eps = float(np.finfo(np.float64).eps)
     return {
-        "n": int(n),
-        "accuracy": float(tp.sum() / n),
-        "macro_f1": float(f1[seen].mean()),
+        "n": len(y),
+        "accuracy": float(skm.accuracy_score(y, pred)),
+        "macro_f1": float(skm.f1_score(y, pred, average="macro", zero_division=0.0)),
+        # balanced_accuracy_score, without its warning when a class is predicted but absent
         "balanced_accuracy": float(recall[support > 0].mean()),
-        "log_loss": float(-np.log(np.clip(p[np.arange(n), y], eps, 1 - eps)).mean()),
+        "log_loss": float(skm.log_loss(y, p / p.sum(axis=1, keepdims=True), labels=labels)),
         "per_class": {
             str(name): {
                 "precision": float(precision[c]),
@@ -176,7 +166,7 @@ def classification_metrics(
             }
             for c, name in enumerate(classes)
         },
-        "confusion_matrix": cm.tolist(),
+        "confusion_matrix": skm.confusion_matrix(y, pred, labels=labels).tolist(),
         "roc_auc": roc_auc,
         "ece": ece,
         "reliability": reliability,
