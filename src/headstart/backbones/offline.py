@@ -169,6 +169,24 @@ def locate(name: str) -> Path | None:
     return target
 
 
+def resolve_hf_dir(repo: str, pretrained: bool) -> tuple[str | Path, str]:
+    """Where to load Hugging Face ``repo`` from, and a provenance line saying so.
+
+    ``repo`` is a hub id (``openai/whisper-tiny.en``) or a folder. Returns the folder itself
+    when ``repo`` is one, else (``pretrained`` only) the installed offline package's folder
+    for ``hf:<repo>``, else the hub id unchanged (the usual download or hub cache).
+    """
+    p = Path(repo).expanduser()
+    if p.is_dir():
+        return p, f"local directory {p}"
+    full = f"hf:{repo}"
+    if pretrained and full in OFFLINE_SOURCES:
+        local = locate(full)
+        if local is not None:
+            return local, f"{repo} from package {OFFLINE_SOURCES[full].pip}"
+    return repo, f"{repo} from the Hugging Face hub"
+
+
 def _import_efficientnet_lite(name: str, raw: Path, target: Path) -> None:
     from ..importers.efficientnet_lite import import_efficientnet_lite
 

@@ -37,6 +37,7 @@ from typing import Any, Literal
 import numpy as np
 
 from headstart.data.base import Examples
+from headstart.data.folders import drop_unreadable, scan_class_folders
 from headstart.errors import ConfigError, DataError
 
 __all__ = [
@@ -253,8 +254,6 @@ def read_audio_folder(root: str | os.PathLike[str], on_error: OnError = "raise")
     ``meta["skipped"]`` as ``(path, reason)``. Audio in a format libsndfile cannot decode
     (``.m4a``, ``.aac`` ...) raises with the conversion command rather than being ignored.
     """
-    from headstart.data.files import drop_unreadable, scan_class_folders
-
     if on_error not in ("raise", "skip"):
         raise ConfigError(f"on_error must be 'raise' or 'skip', got {on_error!r}.")
     root, class_dirs, paths, labels, ignored, unsupported = scan_class_folders(

@@ -75,9 +75,9 @@ from typing import Any
 
 import numpy as np
 
-from .backbones.base import Backbone
-from .data.base import Examples
-from .errors import ConfigError, DataError
+from ..backbones.base import Backbone
+from ..data.base import Examples
+from ..errors import ConfigError, DataError
 
 __all__ = [
     "MARGIN",
@@ -93,7 +93,7 @@ __all__ = [
 ]
 
 #: Where the shipped reference statistics live (one .npz per backbone).
-REFERENCE_DIR = Path(__file__).parent / "reference"
+REFERENCE_DIR = Path(__file__).resolve().parent.parent / "reference"
 #: A measurement is used only when its near and far calibration values are this far apart.
 MARGIN = 0.05
 #: Format of the .npz files; bump when their contents change meaning.
@@ -350,7 +350,7 @@ def measure_domain(
     progress: bool = False,
 ) -> DomainReport:
     """Extract (through the cache) a stratified sample of ``examples`` and measure its distance."""
-    from .extract import extract_features
+    from ..features.cache import extract_features
     from .rank import take_sample
 
     if isinstance(sample, bool) or not isinstance(sample, int) or sample < 2:

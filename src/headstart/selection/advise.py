@@ -4,7 +4,7 @@
 cache that ``fit`` reads afterwards):
 
 * **data**: labelled examples, examples per class, class balance;
-* **domain**: :func:`headstart.domain.domain_distance` (source-classifier entropy and the
+* **domain**: :func:`headstart.selection.domain.domain_distance` (source-classifier entropy and the
   feature shift from the shipped natural-photo reference);
 * **transferability**: LogME and a cross-validated linear probe;
 * **a learning curve** of the linear probe (:class:`~headstart.heads.LogisticHead`, the
@@ -13,8 +13,8 @@ cache that ``fit`` reads afterwards):
   examples with the top layer groups unfrozen.
 
 The decision is the auto ladder's own: the measured facts are handed to
-:func:`headstart.ladder.next_step` as the extraction rung it would see, with the same
-:class:`~headstart.ladder.LadderConfig`, so ``advise`` recommends fine-tuning exactly when
+:func:`headstart.strategies.ladder.next_step` as the extraction rung it would see, with the same
+:class:`~headstart.config.LadderConfig`, so ``advise`` recommends fine-tuning exactly when
 ``fit --strategy auto`` would go on to fine-tune (up to the noise of estimating the
 validation accuracy from the sample). The domain distance cannot overrule the ladder; it
 sets how much fine-tuning is expected to add, how deep the ladder is expected to climb and
@@ -61,11 +61,12 @@ from typing import Any
 
 import numpy as np
 
-from .backbones.base import Backbone
-from .data.base import Examples, Splits
+from ..backbones.base import Backbone
+from ..config import LadderConfig
+from ..data.base import Examples, Splits
+from ..errors import ConfigError, DataError
+from ..strategies.ladder import Decision, Rung, next_step
 from .domain import DomainReport, domain_distance
-from .errors import ConfigError, DataError
-from .ladder import Decision, LadderConfig, Rung, next_step
 
 __all__ = ["FAR_GAIN_SHARE", "NEAR_GAIN_SHARE", "Advice", "DataFacts", "advise", "decide"]
 
@@ -189,7 +190,7 @@ def decide(
 ) -> tuple[str, str, list[str], Decision]:
     """(recommendation, rule, reasons, the ladder's decision) from measured facts.
 
-    A pure function: the ladder's :func:`~headstart.ladder.next_step` is asked what it
+    A pure function: the ladder's :func:`~headstart.strategies.ladder.next_step` is asked what it
     would do after an extraction rung scoring ``extract_point`` on validation, with the
     budget left after extraction; the domain verdict ('near', 'far' or 'unknown') names
     the rule and shapes the reasons.
@@ -299,14 +300,15 @@ def learning_curve(
     features: np.ndarray, labels: np.ndarray, *, seed: int = 0, cv: int = 5, probe: str = "logistic"
 ) -> dict[str, Any]:
     """CV probe accuracy on nested stratified subsets (1/4, 1/2, all) of the sample."""
-    from .data.split import stratified_subset
-    from .rank import _one_blas_thread, probe_cv
+    from ..data.split import stratified_subset
+    from .cost import one_blas_thread
+    from .rank import probe_cv
 
     n = len(labels)
     k = len(np.unique(labels))
     sizes = sorted({max(2 * k * 2, n // 4), max(2 * k * 2, n // 2), n})
     points = []
-    with _one_blas_thread():
+    with one_blas_thread():
         for m in sizes:
             if m > n:
                 continue
@@ -363,9 +365,9 @@ def _train_step_ms(backbone: Backbone, sample: Examples, k: int, n: int = 8) -> 
     import torch
     from torch import nn
 
-    from . import preprocess as P
-    from .backbones.base import ImagePreprocess
-    from .finetune import TransferModel, apply_freeze, select_groups, set_train_mode
+    from ..backbones.base import ImagePreprocess
+    from ..features import preprocess as P
+    from ..strategies.training import TransferModel, apply_freeze, select_groups, set_train_mode
 
     n = max(2, min(n, len(sample)))
     bb = copy.deepcopy(backbone)
@@ -376,7 +378,7 @@ def _train_step_ms(backbone: Backbone, sample: Examples, k: int, n: int = 8) -> 
         seqs = P.tokenize([str(t) for t in list(sample.inputs)[:n]], pre)
         inputs = P.pad_batch(seqs, P.get_tokenizer(pre).pad_token_id or 0)
     else:  # audio
-        from .backbones.audio import audio_batch
+        from ..backbones.audio import audio_batch
 
         inputs = audio_batch(list(sample.inputs)[:n], pre)
     y = torch.as_tensor(sample.labels[:n], dtype=torch.long)
@@ -420,13 +422,14 @@ def advise(
     validation size is the ``val_fraction`` that ``load_data`` would carve; for
     :class:`Splits` it is the real one. The sample is drawn from the training split; when
     it is the whole split, its features are the very cache entry ``fit`` reads (the cache
-    is keyed by content). ``epochs`` defaults to :class:`~headstart.finetune.FinetuneConfig`'s.
+    is keyed by content). ``epochs`` defaults to :class:`~headstart.config.FinetuneConfig`'s.
     """
-    from .backbones.registry import DEFAULT_BACKBONE, load_backbone
-    from .extract import extract_features
-    from .finetune import FinetuneConfig
-    from .forgetting import MAX_RATIO, MIN_RATIO
-    from .rank import _cost, _one_blas_thread, probe_cv, take_sample
+    from ..backbones.registry import DEFAULT_BACKBONE, load_backbone
+    from ..config import FinetuneConfig
+    from ..features.cache import extract_features
+    from ..forgetting import MAX_RATIO, MIN_RATIO
+    from .cost import extraction_cost, one_blas_thread
+    from .rank import probe_cv, take_sample
     from .transferability import logme
 
     cfg = ladder or LadderConfig()
@@ -450,9 +453,9 @@ def advise(
     sub = take_sample(train, sample, seed, cv=5)
     fs = extract_features(bb, sub, cache_dir=cache_dir, progress=progress, engine=engine)
     feats = fs.load()
-    ms, cost_from = _cost(bb, fs, sub, engine, None)
+    ms, cost_from = extraction_cost(bb, fs, sub, engine, None)
     dom: DomainReport = domain_distance(bb, feats)
-    with _one_blas_thread():
+    with one_blas_thread():
         lm = logme(feats.astype(np.float64), sub.labels)
         r_acc, r_std, _ = probe_cv(feats, sub.labels, seed=seed, probe="ridge")
     curve = learning_curve(feats, sub.labels, seed=seed)
@@ -495,7 +498,7 @@ def advise(
     f_lo, f_hi = e_lo, min(1.0, e_hi + share * (1.0 - e_hi))
     deep = min(n_groups, cfg.first_unfreeze + cfg.step * (cfg.max_rungs - 1))
     unfreeze_max = deep if dom.verdict == "far" else k_first
-    head_lr = ft.head_lr
+    head_lr = ft.lr
     lr_note = (
         "far domain: start toward the top of the range, the features must move"
         if dom.verdict == "far"

@@ -4,7 +4,7 @@
 same content-addressed cache that ``fit`` uses, so nothing is computed twice) and measures,
 for each backbone:
 
-* the transferability scores of :mod:`headstart.transferability`: LogME, H-score (the
+* the transferability scores of :mod:`headstart.selection.transferability`: LogME, H-score (the
   shrinkage version, see below), and, for backbones with a source classifier (ImageNet
   heads), LEEP and NCE;
 * a cross-validated linear-probe accuracy on the sample (mean and standard deviation over
@@ -38,8 +38,6 @@ ranks them for ``fit --backbone auto``.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import math
 import time
@@ -50,10 +48,10 @@ from typing import Any
 
 import numpy as np
 
-from ._io import atomic_write_json
-from .backbones.base import Backbone
-from .data.base import Examples
-from .errors import ConfigError, DataError, HeadstartError
+from ..backbones.base import Backbone
+from ..data.base import Examples
+from ..errors import ConfigError, DataError, HeadstartError
+from .cost import extraction_cost, one_blas_thread
 
 log = logging.getLogger("headstart")
 
@@ -63,7 +61,6 @@ __all__ = [
     "RankTable",
     "candidates",
     "choose_backbone",
-    "measure_cost",
     "probe_cv",
     "rank_backbones",
     "ridge_cv_accuracy",
@@ -78,7 +75,6 @@ RIDGE_GRID: tuple[float, ...] = tuple(float(x) for x in np.logspace(-3, 3, 13))
 #: The grid of C for ``probe="logistic"`` (inverse L2 strength, scikit-learn's convention).
 LOGISTIC_GRID: tuple[float, ...] = (0.01, 0.1, 1.0)
 PROBES = ("ridge", "logistic")
-_COST_FILE = "cost.json"
 
 
 # --------------------------------------------------------------------------------- results
@@ -142,7 +138,7 @@ class RankTable:
         for r in self.rows:
             if r.name == name:
                 return r
-        from .errors import did_you_mean
+        from ..errors import did_you_mean
 
         raise ConfigError(f"{name!r} was not ranked here." + did_you_mean(name, self.names()))
 
@@ -249,7 +245,7 @@ def _ridge_fold(
 def _logistic_fold(
     x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray, y_te: np.ndarray, seed: int
 ) -> float:
-    from .heads import LogisticHead
+    from ..heads import LogisticHead
 
     head = LogisticHead(Cs=LOGISTIC_GRID, path_patience=None, random_state=seed)
     head.fit(x_tr, y_tr)
@@ -319,87 +315,8 @@ def source_probabilities(backbone: Backbone, features: np.ndarray) -> np.ndarray
     return p / p.sum(axis=1, keepdims=True)
 
 
-def _one_blas_thread() -> Any:
-    """Run the scores' linear algebra on one BLAS thread.
-
-    The matrices are small (a few hundred rows); right after extraction the inference
-    engine's worker threads are still spinning, and multi-threaded OpenBLAS then waits on
-    them: measured on the 2-core development machine, LogME plus the ridge probe on 500 x
-    1280 features took 0.4 s on one thread and 4 to 20 s on two.
-    """
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(limits=1, user_api="blas")
-
-
 def _n_params(backbone: Backbone) -> float:
     return sum(p.numel() for p in backbone.parameters()) / 1e6
-
-
-def measure_cost(
-    backbone: Backbone,
-    examples: Examples,
-    *,
-    engine: str = "auto",
-    batch_size: int | None = None,
-    n: int = 32,
-) -> float:
-    """Marginal extraction milliseconds per example, measured on up to ``n`` examples.
-
-    Two extractions into a throw-away cache: ``n // 4`` examples (which pays the engine's
-    start-up), then ``n``; the difference over the extra examples is the per-example cost.
-    """
-    import tempfile
-
-    from .extract import extract_features
-
-    n = max(4, min(n, len(examples)))
-    small = max(1, n // 4)
-    with tempfile.TemporaryDirectory(prefix="headstart-cost-") as tmp:
-        t0 = time.perf_counter()
-        extract_features(
-            backbone,
-            examples.subset(np.arange(small)),
-            cache_dir=tmp,
-            progress=False,
-            engine=engine,
-            batch_size=batch_size,
-        )
-        t1 = time.perf_counter()
-        extract_features(
-            backbone,
-            examples.subset(np.arange(n)),
-            cache_dir=tmp + "/b",
-            progress=False,
-            engine=engine,
-            batch_size=batch_size,
-        )
-        t2 = time.perf_counter()
-    extra = (t2 - t1) - (t1 - t0)
-    if n > small and extra > 0:
-        return 1000.0 * extra / (n - small)
-    return 1000.0 * (t2 - t1) / n
-
-
-def _cost(
-    backbone: Backbone, fs: Any, sample: Examples, engine: str, batch_size: int | None
-) -> tuple[float, str]:
-    """ms per example: this call's extraction, the cache's record of it, or a re-measure."""
-    record = Path(fs.path) / _COST_FILE
-    if fs.computed_shards and not fs.cached_shards and fs.seconds > 0:
-        ms = 1000.0 * fs.seconds / fs.n
-        with contextlib.suppress(OSError):  # a read-only cache still ranks
-            atomic_write_json(
-                record,
-                {"ms_per_example": ms, "n": fs.n, "engine": fs.engine, "seconds": fs.seconds},
-            )
-        return ms, "extraction"
-    try:
-        doc = json.loads(record.read_text())
-        return float(doc["ms_per_example"]), "cache record"
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    return measure_cost(backbone, sample, engine=engine, batch_size=batch_size), "re-measured"
 
 
 def _check_args(examples: Examples, backbones: Sequence[Any], sample: int, cv: int) -> None:
@@ -434,7 +351,7 @@ def take_sample(examples: Examples, sample: int, seed: int, cv: int = 2) -> Exam
     Returning the examples unchanged keeps their fingerprint, so the features ``rank``
     extracts are the very cache entry a later ``fit`` on the same split reads.
     """
-    from .data.split import stratified_subset
+    from ..data.split import stratified_subset
 
     if sample >= len(examples):
         return examples
@@ -464,15 +381,15 @@ def rank_backbones(
 
     A stratified sample of ``sample`` examples (``data.split.stratified_subset`` with
     ``seed``; all examples when there are fewer) goes through
-    :func:`~headstart.extract.extract_features` for each backbone, with ``cache_dir`` (the
+    :func:`~headstart.features.cache.extract_features` for each backbone, with ``cache_dir`` (the
     default cache when None), and is scored as the module docstring describes. Backbones
     are loaded one at a time and released after scoring. Rows come back best first by
     :data:`PRIMARY_SCORE`; a backbone whose features cannot be scored (e.g. all zero) is
     ranked last with its failure in ``notes``. With ``skip_failed``, a backbone that cannot
     be loaded is left out with a note instead of raising.
     """
-    from .backbones.registry import load_backbone
-    from .extract import extract_features
+    from ..backbones.registry import load_backbone
+    from ..features.cache import extract_features
     from .transferability import hscore, leep, logme, nce
 
     _check_args(examples, backbones, sample, cv)
@@ -501,7 +418,7 @@ def rank_backbones(
         )
         feats = fs.load()
         t_extract = time.perf_counter() - t0 - t_load
-        ms, cost_from = _cost(bb, fs, sub, engine, batch_size)
+        ms, cost_from = extraction_cost(bb, fs, sub, engine, batch_size)
         t1 = time.perf_counter()
         scores: dict[str, float | None] = {
             "logme": math.nan,
@@ -510,7 +427,7 @@ def rank_backbones(
             "nce": None,
             "leep": None,
         }
-        with _one_blas_thread():
+        with one_blas_thread():
             try:
                 f64 = feats.astype(np.float64)
                 scores["logme"] = logme(f64, y)
@@ -575,7 +492,7 @@ def rank_backbones(
 # -------------------------------------------------------------------------- auto choice
 def candidates(modality: str) -> list[str]:
     """Known backbones of ``modality`` whose weights are installed or cached here."""
-    from .backbones.registry import KNOWN, weights_status
+    from ..backbones.registry import KNOWN, weights_status
 
     if modality not in ("image", "text", "audio"):
         raise ConfigError(f"modality must be 'image', 'text' or 'audio', got {modality!r}.")
@@ -605,7 +522,7 @@ def choose_backbone(
     A candidate that fails to load is left out with a note. Raises ConfigError when no
     backbone of the modality is installed.
     """
-    from .backbones.registry import DEFAULT_BACKBONE
+    from ..backbones.registry import DEFAULT_BACKBONE
 
     modality = modality or examples.modality
     names = candidates(modality)

@@ -1,0 +1,81 @@
+"""Backbone names: the source prefixes, the curated list, and parsing a name.
+
+Names are what users already know, with a strict source prefix:
+
+* ``torchvision:<model>[.<WEIGHTS_TAG>]`` — e.g. ``torchvision:resnet50.IMAGENET1K_V2``
+* ``timm:<model>[.<tag>]`` — e.g. ``timm:convnext_tiny.fb_in22k``
+* ``hf:<repo id>`` — e.g. ``hf:facebook/dinov2-small``
+* ``local-dir:<path>`` or a path to a Hugging Face folder (config.json + weights)
+
+This module imports nothing heavy and no loader, so every loader can use it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from ..errors import BackboneError, did_you_mean
+
+__all__ = ["DEFAULT_BACKBONE", "KNOWN", "SOURCES", "KnownBackbone", "parse_name"]
+
+SOURCES = ("torchvision", "timm", "hf", "local-dir")
+
+DEFAULT_BACKBONE = {
+    "image": "torchvision:mobilenet_v2",
+    "text": "hf:sentence-transformers/all-MiniLM-L6-v2",
+    "audio": "hf:openai/whisper-tiny.en",
+}
+
+
+@dataclass(frozen=True)
+class KnownBackbone:
+    name: str
+    modality: str
+    params_m: float
+    note: str = ""
+
+
+# A curated list for `headstart backbones` and `--backbone auto`; any other valid name works.
+KNOWN: list[KnownBackbone] = [
+    KnownBackbone("torchvision:mobilenet_v2", "image", 3.5, "fast CNN; default for images"),
+    KnownBackbone("torchvision:mobilenet_v3_large", "image", 5.5),
+    KnownBackbone("torchvision:resnet18", "image", 11.7),
+    KnownBackbone("torchvision:resnet50", "image", 25.6),
+    KnownBackbone("torchvision:efficientnet_b0", "image", 5.3),
+    KnownBackbone("torchvision:convnext_tiny", "image", 28.6),
+    KnownBackbone("torchvision:vgg16", "image", 138.4),
+    KnownBackbone("torchvision:vit_b_16", "image", 86.6),
+    KnownBackbone("timm:tf_efficientnet_lite0", "image", 4.7),
+    KnownBackbone("timm:tf_efficientnet_lite1", "image", 5.4),
+    KnownBackbone("timm:tf_efficientnet_lite2", "image", 6.1),
+    KnownBackbone("timm:resnet50.a1_in1k", "image", 25.6),
+    KnownBackbone("timm:convnext_tiny", "image", 28.6),
+    KnownBackbone("timm:vit_small_patch16_224.augreg_in21k_ft_in1k", "image", 22.1),
+    KnownBackbone("hf:facebook/dinov2-small", "image", 22.1, "self-supervised ViT-S/14"),
+    KnownBackbone("hf:google/vit-base-patch16-224-in21k", "image", 86.4),
+    KnownBackbone("hf:sentence-transformers/all-MiniLM-L6-v2", "text", 22.7, "default for text"),
+    KnownBackbone("hf:sentence-transformers/paraphrase-MiniLM-L3-v2", "text", 17.4),
+    KnownBackbone("hf:sentence-transformers/all-mpnet-base-v2", "text", 109.5),
+    KnownBackbone("hf:bert-base-uncased", "text", 109.5),
+    KnownBackbone("hf:distilbert-base-uncased", "text", 66.4),
+    KnownBackbone("hf:openai/whisper-tiny.en", "audio", 8.2, "Whisper encoder; default for audio"),
+]
+
+
+def parse_name(name: str) -> tuple[str, str]:
+    """Split ``source:rest``; a bare existing path means ``local-dir``."""
+    if ":" in name:
+        source, rest = name.split(":", 1)
+        if source in SOURCES and rest:
+            return source, rest
+        if os.path.exists(name):  # e.g. a Windows drive letter
+            return "local-dir", name
+    if os.path.isdir(name):
+        return "local-dir", name
+    known = [k.name for k in KNOWN]
+    raise BackboneError(
+        f"Unknown backbone {name!r}: names start with one of {', '.join(s + ':' for s in SOURCES)} "
+        f"(e.g. 'timm:resnet18', 'hf:facebook/dinov2-small', 'local-dir:./my-model')."
+        + did_you_mean(name, known)
+    )
