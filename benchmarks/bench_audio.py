@@ -39,11 +39,11 @@ BACKBONE = "hf:openai/whisper-tiny.en"
 
 def commands(out: Path, data: Path) -> dict[str, Any]:
     from headstart.config import FitConfig
-    from headstart.run import fit_run
+    from headstart.fit import fit_run
 
     res: dict[str, Any] = {}
     for strategy in ("extract", "finetune"):
-        cfg = FitConfig(
+        cfg = FitConfig.build(
             data=str(data / "train"),
             test=str(data / "test"),
             train_size=200,
@@ -87,12 +87,12 @@ def pooling(out: Path, data: Path) -> dict[str, Any]:
     import torch
 
     from headstart.backbones.audio import audio_batch, load_whisper
-    from headstart.backbones.hf import _resolve_dir
+    from headstart.backbones.offline import resolve_hf_dir
     from headstart.data.load import load_data
     from headstart.heads import make_head
 
     splits = load_data(data / "train", test=data / "test", train_size=200)
-    where, source = _resolve_dir("openai/whisper-tiny.en", True)
+    where, source = resolve_hf_dir("openai/whisper-tiny.en", True)
     res: dict[str, Any] = {}
     for window in (30.0, 3.0):
         b = load_whisper(where, name=BACKBONE, source=source, window_seconds=window)

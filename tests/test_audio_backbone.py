@@ -210,7 +210,7 @@ def test_shorter_window(tiny_whisper_dir: Path, tmp_path: Path) -> None:
 def test_onnx_engine_matches_torch(tiny_whisper_dir: Path, tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
     from headstart.backbones.audio import audio_batch, load_whisper
-    from headstart.extract import make_engine
+    from headstart.features.cache import make_engine
 
     b = load_whisper(tiny_whisper_dir, window_seconds=5.0)
     files = [write_wav(tmp_path / f"{i}.wav", 0.3 + i, freq=300 + 200 * i) for i in range(3)]
@@ -265,23 +265,23 @@ def test_fit_extract_and_finetune_then_predict(
     from headstart.config import FitConfig
     from headstart.data.base import Examples
     from headstart.estimator import load_model
-    from headstart.run import fit_run
+    from headstart.fit import fit_run
 
     common = dict(data=str(commands_dir / "train"), test=str(commands_dir / "test"),
                   backbone=f"local-dir:{tiny_whisper_dir}", baseline=False,
                   cache_dir=str(tmp_path / "cache"), engine="torch")  # fmt: skip
     res = fit_run(
-        FitConfig(out=str(tmp_path / "ext"), strategy="extract", **common), progress=False
+        FitConfig.build(out=str(tmp_path / "ext"), strategy="extract", **common), progress=False
     )
     m = res.metrics
     assert m["strategy"] == "extract" and m["n_test"] == 6
     assert 0.0 <= m["test"]["accuracy"] <= 1.0
     again = fit_run(
-        FitConfig(out=str(tmp_path / "ext2"), strategy="extract", **common), progress=False
+        FitConfig.build(out=str(tmp_path / "ext2"), strategy="extract", **common), progress=False
     )
     assert all(v["cached"] for v in again.metrics["extraction"].values())
 
-    ft = fit_run(FitConfig(out=str(tmp_path / "ft"), strategy="finetune", unfreeze=2, epochs=1,
+    ft = fit_run(FitConfig.build(out=str(tmp_path / "ft"), strategy="finetune", unfreeze=2, epochs=1,
                            finetune_batch_size=4, **common), progress=False)  # fmt: skip
     assert ft.metrics["strategy"] == "finetune"
     assert ft.metrics["finetune"]["unfrozen"] == ["block1", "final"]
@@ -314,10 +314,10 @@ def test_whisper_tiny_en_separates_spoken_commands(
 ) -> None:
     """Extraction with the real encoder: 3 words, 6 train clips each, unseen voices in test."""
     from headstart.config import FitConfig
-    from headstart.run import fit_run
+    from headstart.fit import fit_run
 
     res = fit_run(
-        FitConfig(data=str(commands_dir / "train"), test=str(commands_dir / "test"),
+        FitConfig.build(data=str(commands_dir / "train"), test=str(commands_dir / "test"),
                   backbone=whisper_tiny_en, strategy="extract", baseline=False,
                   out=str(tmp_path / "run"), cache_dir=str(tmp_path / "cache")),
         progress=False,

@@ -129,8 +129,8 @@ def fit_from_fit_args(args: argparse.Namespace) -> int:
         else args.unfreeze,
         batch_size=d.batch_size,
         val_fraction=d.val_fraction,
-        patience=getattr(args, "patience", d.patience),
-        seed=getattr(args, "seed", d.seed),
+        patience=d.patience if getattr(args, "patience", None) is None else args.patience,
+        seed=d.seed if getattr(args, "seed", None) is None else args.seed,
         time_budget=getattr(args, "time_budget", None),
         quiet=getattr(args, "quiet", False),
     )
