@@ -105,6 +105,26 @@ def test_info_commands(tmp_path):
     assert env["versions"]["python"].startswith("3.")
 
 
+def test_rank_and_advise_commands(tmp_path, tiny_vision_dir):
+    """`rank` and `advise` (one module each under cli/) run end to end and print JSON."""
+    data = write_image_folder(tmp_path / "pets")
+    bb, cache = f"local-dir:{tiny_vision_dir}", str(tmp_path / "cache")
+    res = headstart("rank", str(data), "--backbones", bb, "--sample", "16", "--cv", "2",
+                    "--cache-dir", cache, "--json", "-q")  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    ranked = json.loads(res.stdout)
+    (row,) = ranked["rows"]
+    assert ranked["best"] == row["name"] and row["name"].endswith(str(tiny_vision_dir))
+    assert 0 < ranked["n"] <= 16  # a stratified sample of the training split
+    res = headstart("advise", str(data), "--backbone", bb, "--sample", "16", "--cache-dir", cache,
+                    "--ladder", "min_examples=5", "--json", "-q")  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    advice = json.loads(res.stdout)
+    assert advice["recommendation"] in ("extract", "finetune") and advice["reasons"]
+    _fails(headstart("rank", str(data), "--backbones", " , "), "comma-separated names")
+    _fails(headstart("advise", str(data), "--ladder", "nope=1"), "--ladder takes KEY=VALUE")
+
+
 # ---------------------------------------------------------------- bad input: clear errors
 def _fails(res: subprocess.CompletedProcess[str], *needles: str) -> None:
     assert res.returncode == 2, (res.returncode, res.stdout, res.stderr)

@@ -11,15 +11,18 @@ import shutil
 import struct
 import subprocess
 import sys
+import types
+import typing
 import uuid
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from conftest import image_examples, text_examples
 from headstart.errors import DataError
-from headstart.report import SNIPPET_CHARS, load_errors, save_errors, write_report
+from headstart.report import SNIPPET_CHARS, load_errors, save_errors, schema, write_report
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -122,13 +125,52 @@ def assert_self_contained(page: str) -> None:
 
 
 def headstart(*args: str) -> subprocess.CompletedProcess[str]:
-    """The CLI as a real process, with `curve` and `report` registered."""
-    code = ("import sys; from headstart.cli import main, curve\n"
-            "if curve not in main.COMMANDS: main.COMMANDS = (*main.COMMANDS, curve)\n"
-            "sys.exit(main.main(sys.argv[1:]))")  # fmt: skip
+    """The CLI as a real process."""
     env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
-                          env=env, timeout=600)  # fmt: skip
+    return subprocess.run([sys.executable, "-m", "headstart", *args], capture_output=True,
+                          text=True, env=env, timeout=600)  # fmt: skip
+
+
+def schema_mismatches(value: Any, tp: Any, where: str = "") -> list[str]:
+    """Where parsed JSON `value` departs from `tp`, a type of :mod:`headstart.report.schema`:
+    missing keys, keys the TypedDict does not name, values of the wrong kind."""
+    if tp is Any:
+        return []
+    if typing.is_typeddict(tp):
+        if not isinstance(value, dict):
+            return [f"{where}: {type(value).__name__}, expected {tp.__name__}"]
+        hints = typing.get_type_hints(tp)
+        out = [f"{where}.{k}: missing" for k in sorted(tp.__required_keys__ - value.keys())]
+        if tp is not schema.DataDescription:  # documented as open: load_data adds more keys
+            out += [
+                f"{where}.{k}: not in {tp.__name__}" for k in sorted(value.keys() - hints.keys())
+            ]
+        for k in sorted(value.keys() & hints.keys()):
+            out += schema_mismatches(value[k], hints[k], f"{where}.{k}")
+        return out
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        tries = [schema_mismatches(value, a, where) for a in args]
+        return [] if any(t == [] for t in tries) else min(tries, key=len)
+    if origin is list:
+        if not isinstance(value, list):
+            return [f"{where}: {type(value).__name__}, expected a list"]
+        return [
+            m for i, v in enumerate(value) for m in schema_mismatches(v, args[0], f"{where}[{i}]")
+        ]
+    if origin is dict:
+        if not isinstance(value, dict):
+            return [f"{where}: {type(value).__name__}, expected an object"]
+        return [m for k, v in value.items() for m in schema_mismatches(v, args[1], f"{where}.{k}")]
+    kinds = {
+        float: (int, float),
+        int: (int,),
+        str: (str,),
+        bool: (bool,),
+        type(None): (type(None),),
+    }
+    ok = isinstance(value, kinds[tp]) and (tp is bool or not isinstance(value, bool))
+    return [] if ok else [f"{where}: {value!r}, expected {tp.__name__}"]
 
 
 # ------------------------------------------------------------------------------ fixtures
@@ -172,6 +214,33 @@ def test_errors_json_lists_the_most_confident_mistakes(finetuned: Path):
     for r in rows:
         assert r["true"] != r["pred"] and r["true"] in ("cats", "dogs")
         assert png_size(base64.b64decode(r["input"]["png"])) == (80, 80)  # 40 px, enlarged x2
+
+
+def test_the_run_folder_matches_the_schema_the_report_reads(finetuned: Path):
+    """What `fit` writes and what the report reads are one definition (report/schema.py)."""
+    files = {schema.METRICS_FILE: schema.Metrics, schema.DECISIONS_FILE: schema.Decisions,
+             schema.CONFIG_FILE: schema.RunConfig, schema.ERRORS_FILE: schema.ErrorsDoc}  # fmt: skip
+    docs = {name: json.loads((finetuned / name).read_text()) for name in files}
+    for name, tp in files.items():
+        assert schema_mismatches(docs[name], tp) == [], name
+    # every optional block was there to be checked: test, fine-tuning, baseline, both rungs
+    metrics, decisions = docs[schema.METRICS_FILE], docs[schema.DECISIONS_FILE]
+    assert {"test", "finetune", "extract_test", "baseline"} <= metrics.keys()
+    assert [("head_selection" in r, "forgetting" in r) for r in decisions["rungs"]] == [
+        (True, False),
+        (False, True),
+    ]
+    # and the check does catch a renamed key, a missing one and a value of the wrong kind
+    forgetting = metrics["finetune"]["forgetting"]
+    forgetting["similarity"] = forgetting.pop("cka")
+    del metrics["timings"]
+    metrics["n_test"] = "16"
+    assert schema_mismatches(metrics, schema.Metrics) == [
+        ".timings: missing",
+        ".finetune.forgetting.cka: missing",
+        ".finetune.forgetting.similarity: not in Forgetting",
+        ".n_test: '16', expected int",
+    ]
 
 
 def test_report_has_every_section(finetuned: Path):

@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
 
     from .._io import atomic_write_json
     from ..asr import is_transcription_bundle
-    from ..data.load import _read_spec
+    from ..data.load import read_source
     from ..errors import DataError
     from ..estimator import load_model
     from ..metrics import classification_metrics
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         "image_column": args.image_column,
         "label_column": args.label_column,
     }
-    pool, test, _ = _read_spec(args.data, columns, "raise")
+    pool, test, _ = read_source(args.data, columns, "raise")
     ex = test if test is not None else pool
     classes = list(clf.classes_)
     unknown = sorted(set(ex.classes) - set(classes))

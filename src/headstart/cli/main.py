@@ -8,9 +8,34 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import HeadstartError
-from . import choose, curve, evaluate, fit, info, predict, transcribe
+from . import (
+    advise,
+    backbones,
+    curve,
+    datasets,
+    env,
+    evaluate,
+    fit,
+    predict,
+    rank,
+    report,
+    transcribe,
+)
 
-COMMANDS = (fit, predict, evaluate, choose, curve, transcribe, info)
+#: One module per verb, each with ``add_parsers(subparsers)``; `--help` lists them in this order.
+COMMANDS = (
+    fit,
+    predict,
+    evaluate,
+    rank,
+    advise,
+    curve,
+    report,
+    transcribe,
+    backbones,
+    datasets,
+    env,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
