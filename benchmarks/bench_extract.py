@@ -66,11 +66,11 @@ def plain_image_loop(images: np.ndarray, batch: int = 64) -> float:
 
 def headstart_images(ex, cache: str, engine: str = "auto") -> tuple[float, str]:
     from headstart.backbones import load_backbone
-    from headstart.extract import extract_features
+    from headstart.features.cache import extract_features
 
     bb = load_backbone("torchvision:mobilenet_v2")
     # Export/parity once, outside the timing: it is paid once per backbone, not per data set.
-    from headstart.extract import make_engine
+    from headstart.features.cache import make_engine
 
     make_engine(bb, engine)
     t = time.perf_counter()
@@ -103,7 +103,7 @@ def plain_text_loop(texts: list[str], batch: int = 16) -> float:
 
 def headstart_text(ex, cache: str) -> tuple[float, str]:
     from headstart.backbones import load_backbone
-    from headstart.extract import extract_features, make_engine
+    from headstart.features.cache import extract_features, make_engine
 
     bb = load_backbone("hf:sentence-transformers/all-MiniLM-L6-v2")
     make_engine(bb, "auto")
@@ -117,7 +117,7 @@ import sys, resource, json
 sys.path.insert(0, {src!r})
 from headstart.backbones import load_backbone
 from headstart.data import load_builtin
-from headstart.extract import extract_features
+from headstart.features.cache import extract_features
 pool, _ = load_builtin("fashion-mnist")
 n = int(sys.argv[1])
 ex = pool.subset(range(n))
@@ -187,7 +187,7 @@ def main() -> None:
         print(json.dumps({"text": results["text"]}), flush=True)
     if "cache" in args.only:
         from headstart.config import FitConfig
-        from headstart.run import fit_run
+        from headstart.fit import fit_run
 
         with tempfile.TemporaryDirectory() as c, tempfile.TemporaryDirectory() as out:
             kw = dict(
@@ -200,10 +200,10 @@ def main() -> None:
                 baseline=False,
             )
             t = time.perf_counter()
-            fit_run(FitConfig(out=f"{out}/a", head="logistic", **kw), progress=False)
+            fit_run(FitConfig.build(out=f"{out}/a", head="logistic", **kw), progress=False)
             first = time.perf_counter() - t
             t = time.perf_counter()
-            r = fit_run(FitConfig(out=f"{out}/b", head="mlp", **kw), progress=False)
+            r = fit_run(FitConfig.build(out=f"{out}/b", head="mlp", **kw), progress=False)
             second = time.perf_counter() - t
         results["cache"] = {
             "first_fit_s": round(first, 2),

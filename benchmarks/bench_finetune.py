@@ -254,8 +254,9 @@ def headstart_image_epoch(
     """One ``finetune()`` call of one epoch; ``bn`` is FinetuneConfig.bn where it exists."""
     from dataclasses import fields
 
-    import headstart.finetune as F
-    from headstart.finetune import FinetuneConfig, finetune
+    import headstart.strategies.training as F
+    from headstart.config import FinetuneConfig
+    from headstart.strategies.training import finetune
 
     extra = {"bn": bn} if bn and "bn" in {f.name for f in fields(FinetuneConfig)} else {}
     data = DataTimer()
@@ -275,20 +276,19 @@ def headstart_image_epoch(
     cfg = FinetuneConfig(
         unfreeze=4,
         epochs=1,
-        head_lr=HEAD_LR,
+        lr=HEAD_LR,
         lr_ratio=LR_RATIO,
         weight_decay=WEIGHT_DECAY,
         warmup=WARMUP,
         grad_clip=CLIP,
         batch_size=batch,
         augment=True,
-        seed=seed,
         **extra,
     )
     clock, original = StepClock(backbone), F.BatchMaker
     F.BatchMaker = TimedBatchMaker
     try:
-        _, res = finetune(backbone, head, ex, val, cfg, progress=False)
+        _, res = finetune(backbone, head, ex, val, cfg, seed=seed, progress=False)
     finally:
         F.BatchMaker = original
     wall, cpu = clock.close()
@@ -311,7 +311,7 @@ def headstart_image_epoch(
 
 def data_pipeline(ex, pre, batch: int) -> dict[str, float]:
     """Milliseconds to build one augmented training batch, each pipeline on its own."""
-    from headstart.augment import BatchMaker
+    from headstart.strategies.augment import BatchMaker
 
     out = {}
     for name in ("headstart_BatchMaker", "plain_torchvision_v2", "headstart_BatchMaker_again"):
@@ -346,7 +346,7 @@ def bench_images(n: int, rounds: int, batch: int = 32) -> dict[str, Any]:
     # FinetuneConfig has a ``bn`` setting, "train"); for information its own default beside it.
     from dataclasses import fields
 
-    from headstart.finetune import FinetuneConfig
+    from headstart.config import FinetuneConfig
 
     has_bn = "bn" in {f.name for f in fields(FinetuneConfig)}
     runners = {
@@ -445,9 +445,10 @@ def imdb_splits(n_train: int, n_val: int, n_test: int):
 
 
 def headstart_text(train, val, test, epochs: int, batch: int, head_state: dict) -> dict[str, Any]:
-    from headstart.augment import BatchMaker
     from headstart.backbones import load_backbone
-    from headstart.finetune import FinetuneConfig, finetune
+    from headstart.config import FinetuneConfig
+    from headstart.strategies.augment import BatchMaker
+    from headstart.strategies.training import finetune
 
     load0 = load_avg()
     bb = load_backbone(TEXT_BACKBONE, max_length=256)
@@ -456,18 +457,17 @@ def headstart_text(train, val, test, epochs: int, batch: int, head_state: dict) 
     cfg = FinetuneConfig(
         unfreeze=-1,
         epochs=epochs,
-        head_lr=HEAD_LR,
+        lr=HEAD_LR,
         lr_ratio=LR_RATIO,
         weight_decay=WEIGHT_DECAY,
         warmup=WARMUP,
         grad_clip=CLIP,
         batch_size=batch,
         patience=epochs + 1,  # run every epoch, as Trainer does
-        seed=0,
     )
     clock = StepClock(bb)
     t, c = time.perf_counter(), time.process_time()
-    model, res = finetune(bb, head, train, val, cfg, progress=False)
+    model, res = finetune(bb, head, train, val, cfg, seed=0, progress=False)
     wall, cpu = time.perf_counter() - t, time.process_time() - c
     steps, cpu_steps = clock.close()
     maker = BatchMaker(test, bb.preprocess, train=False, augment=False)

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from headstart.onnx_runtime import (
+from headstart.features.onnx_runtime import (
     IMAGE_DYNAMIC_AXES,
     TEXT_DYNAMIC_AXES,
     OnnxFeatureRunner,

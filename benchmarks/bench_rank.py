@@ -56,10 +56,9 @@ from headstart.backbones.registry import load_backbone
 from headstart.data.base import Examples
 from headstart.data.builtin import get_builtin
 from headstart.data.split import stratified_split, stratified_subset
-from headstart.extract import extract_features
+from headstart.features.cache import extract_features
 from headstart.heads import LogisticHead
-from headstart.rank import probe_cv, rank_backbones
-from headstart.transferability import kendall_tau
+from headstart.selection import kendall_tau, probe_cv, rank_backbones
 
 BACKBONES = [
     "torchvision:mobilenet_v2",
@@ -331,8 +330,9 @@ def finetuned_accuracies(
 
     import torch
 
-    from headstart.extract import features_in_memory
-    from headstart.finetune import FinetuneConfig, finetune
+    from headstart.config import FinetuneConfig
+    from headstart.features.cache import features_in_memory
+    from headstart.strategies.training import finetune
 
     train, test = splits_for(ds, n_train, n_test, seed, test_seed=seed)
     rest, va = stratified_split(train.labels, max(1, len(train) // 5), seed)
@@ -348,8 +348,8 @@ def finetuned_accuracies(
         probe = LogisticHead(refit=False, random_state=seed).fit(
             f_tr, tr_ex.labels, f_va, va_ex.labels
         )
-        cfg = FinetuneConfig(seed=seed)
-        model, fr = finetune(bb, probe.to_torch(), tr_ex, va_ex, cfg, progress=False)
+        cfg = FinetuneConfig()
+        model, fr = finetune(bb, probe.to_torch(), tr_ex, va_ex, cfg, seed=seed, progress=False)
         F = features_in_memory(model.backbone, test)
         with torch.inference_mode():
             logits = model.head.cpu().eval()(torch.from_numpy(F)).numpy()
@@ -362,7 +362,7 @@ def finetuned_accuracies(
             "seconds": time.perf_counter() - t0,
         }
         log(f"{ds} fine-tuned {name}: test acc {acc[name]:.4f} ({res[name]['seconds']:.0f} s)")
-    res["config"] = FinetuneConfig(seed=seed).__dict__
+    res["config"] = {**FinetuneConfig().to_dict(), "seed": seed}
     if tau is not None and ds in tau:
         res["tau"] = _taus(tau[ds]["mean_scores"], acc)
         res["tau_probe_vs_finetuned"] = kendall_tau(
@@ -552,7 +552,7 @@ def main() -> int:
             # The logistic alternative for the CV probe, timed on the same features.
             from threadpoolctl import threadpool_limits
 
-            from headstart.rank import take_sample
+            from headstart.selection import take_sample
 
             pool, _ = get_builtin("fashion-mnist").load()
             ex = pool.subset(stratified_subset(pool.labels, n_cost, args.seed))

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from headstart.augment import BatchMaker
 from headstart.backbones.base import ImagePreprocess
 from headstart.data.base import Examples
+from headstart.strategies.augment import BatchMaker
 
 PRE = ImagePreprocess(112, 112, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "bilinear")
 

@@ -16,8 +16,16 @@ import pytest
 
 from headstart.curve import CurveConfig, headline, run_curve, summarise_cells
 from headstart.errors import ConfigError
+from headstart.report import schema
 from headstart.tracking import Tracker
-from test_report import SRC, assert_self_contained, embedded_pngs, inspect_page, needs_chromium
+from test_report import (
+    SRC,
+    assert_self_contained,
+    embedded_pngs,
+    inspect_page,
+    needs_chromium,
+    schema_mismatches,
+)
 
 # Everything tiny: 1 epoch or step per trainer, the 2-layer 32-px DINOv2 of conftest.
 FAST = {"engine": "torch", "epochs": 1, "scratch_epochs": 1, "scratch_min_steps": 1,
@@ -104,6 +112,8 @@ def test_study_report_and_plot(study, tmp_path: Path):
     assert "small CNN from scratch" in page and "How each strategy was trained" in page
     assert len(embedded_pngs(page)) == 1
     assert_self_contained(page)
+    doc = json.loads((study.out / schema.CURVE_FILE).read_text())
+    assert schema_mismatches(doc, schema.CurveDoc) == []  # what the study page reads
 
 
 @needs_chromium
@@ -225,11 +235,11 @@ def test_bad_settings_are_refused_with_the_fix(tmp_path: Path, tiny_text_dir: Pa
     assert [r["strategy"] for r in res.rows] == ["scratch", "cnn"]
     (cnn_cell,) = [json.loads(p.read_text()) for p in (res.out / "cells").glob("cnn-*.json")]
     assert 0 < cnn_cell["detail"]["vocabulary"] < 200
-    from headstart.cli.curve import _fractions
+    from headstart.cli.curve import parse_fractions
 
-    assert _fractions("1%, 10%,1.0") == [0.01, 0.1, 1.0]
+    assert parse_fractions("1%, 10%,1.0") == [0.01, 0.1, 1.0]
     with pytest.raises(ConfigError, match="comma-separated fractions"):
-        _fractions("0.1;0.2")
+        parse_fractions("0.1;0.2")
 
 
 # ------------------------------------------------------------------------------- tracking
@@ -293,8 +303,8 @@ def test_scratch_training_normalises_with_batch_statistics():
 
     from headstart.backbones.registry import load_backbone
     from headstart.curve import scratch_config
-    from headstart.finetune import finetune
     from headstart.heads import HeadModule
+    from headstart.strategies.training import finetune
     from test_finetune import image_examples
 
     torch.manual_seed(0)
@@ -304,9 +314,9 @@ def test_scratch_training_normalises_with_batch_statistics():
     head = HeadModule(np.zeros(d), np.ones(d), torch.nn.Linear(d, 2))
     before = {k: v.clone() for k, v in bb.state_dict().items() if k.endswith("running_var")}
     assert before, "the test needs BatchNorm layers"
-    cfg = CurveConfig(data="x", epochs=1, scratch_epochs=1, scratch_min_steps=1,
-                      finetune_batch_size=16)  # fmt: skip
-    ft = scratch_config(cfg, len(train), 1e-3, seed=0)
+    cfg = CurveConfig.build(data="x", epochs=1, scratch_epochs=1, scratch_min_steps=1,
+                            finetune_batch_size=16)  # fmt: skip
+    ft = scratch_config(cfg, len(train), 1e-3)
     assert ft.unfreeze == -1 and ft.lr_ratio == 1.0
     finetune(bb, head, train, val, ft, progress=False)
     after = bb.state_dict()
@@ -315,7 +325,7 @@ def test_scratch_training_normalises_with_batch_statistics():
 
 
 def test_text_cnn_tokens_vocabulary_and_head_tail_truncation():
-    from headstart.curve import build_vocab, text_ids, text_words
+    from headstart.baselines.cnn import build_vocab, text_ids, text_words
 
     docs = text_words(["A great film.<br /><br />Great cast, don't miss it", "Dull. DULL plot"])
     assert docs[0] == ["a", "great", "film", "great", "cast", "don't", "miss", "it"]
@@ -329,7 +339,7 @@ def test_text_cnn_tokens_vocabulary_and_head_tail_truncation():
 def test_text_cnn_learns_words_that_decide_the_label():
     """Trained from scratch on 240 short texts whose label is set by one of four words among
     random filler, the text CNN classifies 80 new texts almost perfectly (chance: 0.5)."""
-    from headstart.curve import SmallTextCNN, build_vocab, text_ids
+    from headstart.baselines.cnn import SmallTextCNN, build_vocab, text_ids
 
     rng = np.random.default_rng(0)
     filler = [f"w{i}" for i in range(300)]
@@ -346,7 +356,7 @@ def test_text_cnn_learns_words_that_decide_the_label():
 
     (dt, yt), (dv, yv), (de, ye) = make(240), make(60), make(80)
     vocab = build_vocab(dt)
-    cnn = SmallTextCNN(vocab_size=len(vocab) + 2, epochs=8, min_steps=40, batch_size=32, seed=0)
+    cnn = SmallTextCNN(vocab_size=len(vocab) + 2, epochs=8, min_steps=100, batch_size=32, seed=0)
     cnn.fit(text_ids(dt, vocab), yt, text_ids(dv, vocab), yv, 2)
     acc = float(np.mean(cnn.predict_proba(text_ids(de, vocab)).argmax(1) == ye))
     assert acc >= 0.9, acc

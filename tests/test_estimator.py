@@ -79,9 +79,9 @@ def test_a_second_fit_with_another_head_reuses_the_features(tiny_vision_dir, tmp
         backbone=f"local-dir:{tiny_vision_dir}", engine="torch", cache_dir=str(tmp_path)
     )
     a.fit(ex.inputs, ex.labels)
-    assert a.last_feature_set_.computed_shards == 1
+    assert [e["cached"] for e in a.extraction_log_] == [False]
     b = TransferClassifier(
         backbone=f"local-dir:{tiny_vision_dir}", head="mlp", engine="torch", cache_dir=str(tmp_path)
     )
     b.fit(ex.inputs, ex.labels)
-    assert b.last_feature_set_.computed_shards == 0 and b.last_feature_set_.cached_shards == 1
+    assert [e["cached"] for e in b.extraction_log_] == [True]

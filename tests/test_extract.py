@@ -17,7 +17,7 @@ import pytest
 from conftest import image_examples, text_examples
 from headstart.backbones import load_backbone
 from headstart.errors import ConfigError
-from headstart.extract import extract_features
+from headstart.features.cache import extract_features
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -69,7 +69,7 @@ def test_text_extraction_keeps_input_order_despite_length_sorting(tiny_text_dir,
     ex = text_examples(30)
     ex.inputs[3] = " ".join(["good"] * 40)  # one long text changes the sort order
     fs = extract_features(bb, ex, batch_size=4, engine="torch", cache_dir=tmp_path, progress=False)
-    from headstart.extract import features_in_memory
+    from headstart.features.cache import features_in_memory
 
     single = np.concatenate(
         [features_in_memory(bb, ex.subset([i]), batch_size=1) for i in range(len(ex))]
@@ -97,7 +97,7 @@ SCRIPT = textwrap.dedent(
     sys.path.insert(0, {src!r}); sys.path.insert(0, {tests!r})
     from conftest import image_examples
     from headstart.backbones import load_backbone
-    from headstart.extract import extract_features
+    from headstart.features.cache import extract_features
     bb = load_backbone("local-dir:" + sys.argv[1])
     fs = extract_features(bb, image_examples(3000), shard_size=16, batch_size=16,
                           engine="torch", cache_dir=sys.argv[2], progress=False)

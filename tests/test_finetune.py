@@ -17,17 +17,18 @@ import torch
 
 from conftest import image_examples
 from headstart.backbones import load_backbone
+from headstart.config import FinetuneConfig, LadderConfig
 from headstart.errors import ConfigError
-from headstart.finetune import FinetuneConfig, TransferModel, _param_groups, finetune, select_groups
 from headstart.forgetting import ForgettingWarning, check_learning_rates, linear_cka
 from headstart.heads import LogisticHead
-from headstart.ladder import LadderConfig, Rung, next_step
+from headstart.strategies.ladder import Rung, next_step
+from headstart.strategies.training import TransferModel, finetune, param_groups, select_groups
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
 def _probe_head(backbone, ex):
-    from headstart.extract import features_in_memory
+    from headstart.features.cache import features_in_memory
 
     F = features_in_memory(backbone, ex)
     return LogisticHead(C=1.0, refit=False).fit(F, ex.labels).to_torch()
@@ -40,9 +41,7 @@ def test_frozen_parameters_and_batchnorm_statistics_do_not_move():
     head = _probe_head(bb, train)
     before = {k: v.clone() for k, v in bb.state_dict().items()}
     trainable, frozen = select_groups(bb, 1)
-    cfg = FinetuneConfig(
-        unfreeze=1, epochs=1, batch_size=16, head_lr=1e-2, patience=5, keep_start=False
-    )
+    cfg = FinetuneConfig(unfreeze=1, epochs=1, batch_size=16, lr=1e-2, patience=5, keep_start=False)
     finetune(bb, head, train, val, cfg, progress=False)
     after = bb.state_dict()
     tuned = {p for g in trainable for p in g.params}
@@ -78,7 +77,7 @@ def test_batchnorm_of_trainable_groups_follows_the_bn_mode(bn: str):
     affine = [k.replace("running_var", "weight") for k in stats]  # the same BN layers' scales
     assert stats, "the test needs BatchNorm layers in trainable groups"
     cfg = FinetuneConfig(
-        unfreeze=2, epochs=1, batch_size=16, head_lr=1e-2, patience=5, bn=bn, keep_start=False
+        unfreeze=2, epochs=1, batch_size=16, lr=1e-2, patience=5, bn=bn, keep_start=False
     )
     finetune(bb, head, train, val, cfg, progress=False)
     after = bb.state_dict()
@@ -88,7 +87,7 @@ def test_batchnorm_of_trainable_groups_follows_the_bn_mode(bn: str):
         assert stats_moved == []
     else:
         assert len(stats_moved) == len(stats)
-    with pytest.raises(ConfigError, match="bn must be one of"):
+    with pytest.raises(ConfigError, match="'bn' parameter of finetune must be one of"):
         FinetuneConfig(bn="sync").validate()
 
 
@@ -101,7 +100,7 @@ def test_fine_tuning_that_only_hurts_hands_back_its_starting_point():
     head = _probe_head(bb, train)
     before = {k: v.clone() for k, v in bb.state_dict().items()}
     head_before = {k: v.clone() for k, v in head.state_dict().items()}
-    cfg = FinetuneConfig(unfreeze=-1, epochs=2, batch_size=16, head_lr=30.0, lr_ratio=1.0,
+    cfg = FinetuneConfig(unfreeze=-1, epochs=2, batch_size=16, lr=30.0, lr_ratio=1.0,
                          grad_clip=0.0, patience=5)  # fmt: skip
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ForgettingWarning)
@@ -120,8 +119,8 @@ def test_learning_rate_groups_follow_ratio_and_layer_decay():
     head = torch.nn.Linear(bb.feature_dim, 3)
     model = TransferModel(bb, head)
     trainable, _ = select_groups(bb, 3)
-    cfg = FinetuneConfig(head_lr=1e-3, lr_ratio=20, layer_decay=0.5)
-    groups, lrs = _param_groups(model, trainable, cfg)
+    cfg = FinetuneConfig(lr=1e-3, lr_ratio=20, layer_decay=0.5)
+    groups, lrs = param_groups(model, trainable, cfg)
     assert lrs["head"] == 1e-3
     names = [g.name for g in reversed(trainable)]  # top first
     assert [lrs[n] for n in names] == pytest.approx([5e-5, 2.5e-5, 1.25e-5])
@@ -188,7 +187,7 @@ def test_ladder_decisions_on_scripted_scores():
 
 
 def test_ladder_keeps_the_cheaper_rung_when_the_lead_is_within_the_noise():
-    from headstart.ladder import choose
+    from headstart.strategies.ladder import choose
 
     rungs = [Rung(0, 0.840, 1.0), Rung(2, 0.870, 9.0), Rung(4, 0.855, 20.0)]
     keep, why = choose(rungs, n_val=200, cfg=LadderConfig())  # 2 SE at 0.87, n=200: 4.8 points

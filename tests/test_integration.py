@@ -14,7 +14,7 @@ from headstart.backbones import load_backbone
 from headstart.backbones.offline import OFFLINE_SOURCES, locate_raw
 from headstart.config import FitConfig
 from headstart.data import get_builtin
-from headstart.run import fit_run
+from headstart.fit import fit_run
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +34,7 @@ def test_mobilenet_v2_recognises_a_real_photo():
     need_weights("torchvision:mobilenet_v2")
     from sklearn.datasets import load_sample_image
 
-    from headstart.preprocess import image_tensor
+    from headstart.features.preprocess import image_tensor
 
     bb = load_backbone("torchvision:mobilenet_v2")
     x = image_tensor(load_sample_image("china.jpg")[None], bb.preprocess)
@@ -47,7 +47,7 @@ def test_mobilenet_v2_recognises_a_real_photo():
 def test_image_transfer_beats_raw_pixels_on_digits(tmp_path):
     need_weights("torchvision:mobilenet_v2")
     need_data("digits")
-    cfg = FitConfig(
+    cfg = FitConfig.build(
         data="digits",
         out=str(tmp_path / "run"),
         backbone="torchvision:mobilenet_v2",
@@ -68,7 +68,7 @@ def test_image_transfer_beats_raw_pixels_on_digits(tmp_path):
 def test_sentence_encoder_separates_review_sentiment(tmp_path):
     need_weights("hf:sentence-transformers/all-MiniLM-L6-v2")
     need_data("pang-lee-sentences")
-    cfg = FitConfig(
+    cfg = FitConfig.build(
         data="pang-lee-sentences",
         out=str(tmp_path / "run"),
         backbone="hf:sentence-transformers/all-MiniLM-L6-v2",
@@ -85,7 +85,7 @@ def test_imported_backbones_give_informative_features(name):
     need_weights(name)
     need_data("digits")
     from headstart.data import load_builtin
-    from headstart.extract import features_in_memory
+    from headstart.features.cache import features_in_memory
     from headstart.heads import LogisticHead
 
     pool, _ = load_builtin("digits")
@@ -97,13 +97,13 @@ def test_imported_backbones_give_informative_features(name):
 
 
 def test_backbone_auto_ranks_the_installed_candidates_and_fits_the_best(tmp_path):
-    from headstart.rank import candidates
+    from headstart.selection.rank import candidates
 
     installed = candidates("image")
     if len(installed) < 2:
         pytest.skip("needs two installed image backbones: bash scripts/setup.sh installs them")
     need_data("digits")
-    cfg = FitConfig(
+    cfg = FitConfig.build(
         data="digits",
         out=str(tmp_path / "run"),
         backbone="auto",

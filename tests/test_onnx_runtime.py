@@ -17,9 +17,9 @@ import pytest
 import torch
 from torch import nn
 
-from headstart import onnx_runtime as ox
+from headstart.features import onnx_runtime as ox
 from headstart.errors import ConfigError
-from headstart.onnx_runtime import (
+from headstart.features.onnx_runtime import (
     IMAGE_DYNAMIC_AXES,
     TEXT_DYNAMIC_AXES,
     OnnxFeatureRunner,

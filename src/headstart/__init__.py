@@ -33,7 +33,7 @@ _LAZY = {
     "load_backbone": ("headstart.backbones.registry", "load_backbone"),
     "list_backbones": ("headstart.backbones.registry", "list_backbones"),
     "load_data": ("headstart.data.load", "load_data"),
-    "extract_features": ("headstart.extract", "extract_features"),
+    "extract_features": ("headstart.features.cache", "extract_features"),
 }
 
 from .errors import BackboneError, DataError, HeadstartError, WeightsNotFoundError  # noqa: E402
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from .backbones.registry import list_backbones, load_backbone
     from .data.load import load_data
     from .estimator import TransferClassifier, load_model
-    from .extract import extract_features
+    from .features.cache import extract_features
 
 
 def __getattr__(name: str) -> Any:

@@ -18,18 +18,20 @@ import json
 import shutil
 import tempfile
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ._env import versions
+from .backbones.base import Backbone
 from .errors import BackboneError, DataError
 
-if TYPE_CHECKING:
-    from .estimator import TransferClassifier
-
 BUNDLE_FORMAT = 1
+#: ``headstart.json``'s ``kind``: what the bundle holds and which loader reads it.
+KIND_CLASSIFICATION = "classification"
+KIND_TRANSCRIPTION = "transcription"
 
 
 def _replace_dir(tmp: Path, dest: Path) -> None:
@@ -42,17 +44,30 @@ def _replace_dir(tmp: Path, dest: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def save_bundle(clf: TransferClassifier, dest: Path, extra: dict[str, Any] | None = None) -> Path:
+def write_bundle(
+    dest: Path,
+    *,
+    backbone: Backbone,
+    head_name: str,
+    head: Any,
+    classes: list[str],
+    modality: str,
+    strategy: str = "extract",
+    tuned_state: dict[str, Any] | None = None,
+    image_size: int | None = None,
+    max_length: int | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write a classification bundle to ``dest`` atomically (a new folder swapped in)."""
     from safetensors.numpy import save_file
 
-    backbone = clf.backbone_
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
     try:
-        state = {k: np.ascontiguousarray(v) for k, v in clf.head_.get_state().items()}
+        state = {k: np.ascontiguousarray(v) for k, v in head.get_state().items()}
         save_file(state, str(tmp / "head.safetensors"))
-        tuned = getattr(clf, "tuned_state_", None)
+        tuned = tuned_state
         if not backbone.weights.pretrained:
             # Random weights cannot be fetched again: keep all of them.
             tuned = {k: v.detach().cpu() for k, v in backbone.state_dict().items()}
@@ -64,10 +79,10 @@ def save_bundle(clf: TransferClassifier, dest: Path, extra: dict[str, Any] | Non
             )
         meta = {
             "format": BUNDLE_FORMAT,
-            "kind": "headstart.TransferClassifier",
-            "classes": [str(c) for c in clf.classes_],
-            "modality": clf.modality_,
-            "strategy": getattr(clf, "strategy_", "extract"),
+            "kind": KIND_CLASSIFICATION,
+            "classes": [str(c) for c in classes],
+            "modality": modality,
+            "strategy": strategy,
             "backbone": {
                 "name": backbone.name,
                 "pretrained": backbone.weights.pretrained,
@@ -75,11 +90,11 @@ def save_bundle(clf: TransferClassifier, dest: Path, extra: dict[str, Any] | Non
                 "preprocess": backbone.preprocess.to_dict(),
                 "pooling": backbone.pooling,
                 "feature_dim": backbone.feature_dim,
-                "image_size": clf.image_size,
-                "max_length": clf.max_length,
+                "image_size": image_size,
+                "max_length": max_length,
                 "tuned_params": sorted(tuned) if tuned else [],
             },
-            "head": {"name": clf.head, "config": clf.head_.get_config()},
+            "head": {"name": head_name, "config": head.get_config()},
             "versions": versions(),
             **(extra or {}),
         }
@@ -110,11 +125,21 @@ def read_meta(path: Path) -> dict[str, Any]:
     return meta
 
 
-def load_bundle(path: Path) -> TransferClassifier:
+@dataclass
+class Bundle:
+    """What :func:`read_bundle` rebuilt: the metadata, the backbone (tuned layers loaded) and
+    the fitted head."""
+
+    meta: dict[str, Any]
+    backbone: Backbone
+    head: Any
+
+
+def read_bundle(path: Path) -> Bundle:
+    """Read a classification bundle; the backbone's weights must hash as they did in training."""
     from safetensors.numpy import load_file
 
     from .backbones.registry import load_backbone
-    from .estimator import TransferClassifier
     from .heads import make_head
 
     path = Path(path)
@@ -146,17 +171,4 @@ def load_bundle(path: Path) -> TransferClassifier:
     backbone.eval()
     head_cls = type(make_head(meta["head"]["name"]))
     head = head_cls.from_state(meta["head"]["config"], load_file(str(path / "head.safetensors")))
-    clf = TransferClassifier(
-        backbone=b["name"],
-        head=meta["head"]["name"],
-        pretrained=b["pretrained"],
-        image_size=b.get("image_size"),
-        max_length=b.get("max_length"),
-    )
-    clf.backbone_ = backbone
-    clf.head_ = head
-    clf.classes_ = np.array(meta["classes"])
-    clf.modality_ = meta["modality"]
-    clf.strategy_ = meta.get("strategy", "extract")
-    clf.bundle_meta_ = meta
-    return clf
+    return Bundle(meta, backbone, head)

@@ -1,155 +1,368 @@
-"""Typed run configuration that round-trips to JSON and reads files from newer versions."""
+"""One configuration tree for a fit: data → backbone → extraction → fine-tuning → ladder.
+
+Each section is a dataclass whose fields carry their help text in ``metadata``; the
+``headstart fit`` flags are generated from this tree (:mod:`headstart.cli.fit`), so a
+default, a help line and a name are written once. One name per concept everywhere:
+
+* Python and JSON use the field name, nested by section (``{"finetune": {"epochs": 5}}``;
+  ``TransferClassifier(finetune=FinetuneConfig(epochs=5))``, tuned by scikit-learn as
+  ``finetune__epochs``);
+* the flag is ``--<field>`` with dashes, or ``--<section>-<field>`` where the field name
+  appears in more than one section (``--extract-batch-size``, ``--finetune-batch-size``)
+  or the section asks for its prefix (every ladder threshold: ``--ladder-min-gain``).
+
+Files written by a newer headstart load with a warning naming the keys this version ignores
+(PEFT's ``config.py`` does the same).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import warnings
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, ClassVar
 
 from .errors import ConfigError
 
-if TYPE_CHECKING:
-    from .finetune import FinetuneConfig
-
-STRATEGIES = ("extract", "finetune", "auto")
+STRATEGIES = ("auto", "extract", "finetune")
 HEADS = ("logistic", "mlp")
+ENGINES = ("auto", "torch", "onnx")
+TRACKERS = ("none", "tensorboard", "mlflow")
+BN_MODES = ("frozen", "train")
+PRECISIONS = ("auto", "no", "bf16", "fp16")
 
 
-@dataclass
-class FitConfig:
-    """Everything that decides what `headstart fit` does. Defaults are documented in README."""
+def opt(default: Any, help: str, **meta: Any) -> Any:
+    """A config field with its help text (and CLI hints: ``choices``, ``flag``, ``metavar``)."""
+    if isinstance(default, list | dict):
+        return field(
+            default_factory=lambda: type(default)(default), metadata={"help": help, **meta}
+        )
+    return field(default=default, metadata={"help": help, **meta})
 
-    data: str = "fashion-mnist"
-    out: str = "runs/latest"
-    backbone: str = "auto"
-    strategy: str = "auto"
-    head: str = "logistic"
-    text_column: str | None = None
-    image_column: str | None = None
-    label_column: str | None = None
-    val: str | None = None
-    test: str | None = None
-    train_size: int | None = None
-    test_size: int | None = None
-    val_fraction: float = 0.2
-    test_fraction: float = 0.2
-    seed: int = 0
-    pretrained: bool = True
-    image_size: int | None = None
-    max_length: int | None = None
-    engine: str = "auto"
-    batch_size: int | None = None
-    baseline: bool = True
-    on_error: str = "raise"
-    cache_dir: str | None = None
-    #: ``backbone="auto"``: rank the installed candidates and keep the best whose extraction
-    #: costs at most this many milliseconds per example here (None: no limit).
-    backbone_budget_ms: float | None = None
-    #: rank sample size for ``backbone="auto"``.
-    rank_sample: int = 300
-    #: experiment tracking after the run: "none", "tensorboard" or "mlflow".
-    track: str = "none"
-    # fine-tuning (strategy finetune / auto)
-    unfreeze: int = 2
-    epochs: int = 5
-    lr: float = 1e-3
-    lr_ratio: float = 30.0
-    layer_decay: float = 1.0
-    weight_decay: float = 0.01
-    label_smoothing: float = 0.0
-    grad_accum: int = 1
-    finetune_batch_size: int = 32
-    mixed_precision: str = "auto"
-    augment: bool | None = None
-    patience: int = 2
-    l2sp: float = 0.0
-    bn: str = "frozen"
-    strict: bool = False
-    time_budget_s: float | None = None
-    ladder: list[str] = field(default_factory=list)
-    extra: dict[str, Any] = field(default_factory=dict)
+
+def _bad(section: str, name: str, expected: str, got: Any) -> ConfigError:
+    return ConfigError(
+        f"The '{name}' parameter of {section} must be {expected}. Got {got!r} instead."
+    )
+
+
+class Section:
+    """Shared behaviour of the config sections: validation, dicts, scikit-learn params."""
+
+    #: the section's name in JSON and in nested parameter names (``finetune__epochs``).
+    name: ClassVar[str] = ""
+    #: every flag of this section takes the section name as prefix (``--ladder-min-gain``).
+    prefix_flags: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         self.validate()
 
     def validate(self) -> None:
-        checks = [
-            ("strategy", self.strategy in STRATEGIES, f"one of {STRATEGIES}"),
-            ("head", self.head in HEADS, f"one of {HEADS}"),
-            ("val_fraction", 0.0 < self.val_fraction < 1.0, "a float in (0, 1)"),
-            ("test_fraction", 0.0 < self.test_fraction < 1.0, "a float in (0, 1)"),
-            ("train_size", self.train_size is None or self.train_size > 0, "a positive integer"),
-            ("test_size", self.test_size is None or self.test_size > 0, "a positive integer"),
-            ("on_error", self.on_error in ("raise", "skip"), "'raise' or 'skip'"),
-            ("engine", self.engine in ("auto", "torch", "onnx"), "'auto', 'torch' or 'onnx'"),
-            ("batch_size", self.batch_size is None or self.batch_size > 0, "a positive integer"),
-            (
-                "backbone_budget_ms",
-                self.backbone_budget_ms is None or self.backbone_budget_ms > 0,
-                "positive milliseconds",
-            ),
-            ("rank_sample", self.rank_sample >= 20, "an integer of at least 20"),
-            (
-                "track",
-                self.track in ("none", "tensorboard", "mlflow"),
-                "none, tensorboard or mlflow",
-            ),
-            (
-                "unfreeze",
-                self.unfreeze >= -1 and self.unfreeze != 0,
-                "-1 (all) or a positive integer",
-            ),
-            ("epochs", self.epochs >= 1, "a positive integer"),
-            ("lr", self.lr > 0, "a positive float"),
-            ("lr_ratio", self.lr_ratio > 0, "a positive float"),
-            (
-                "time_budget_s",
-                self.time_budget_s is None or self.time_budget_s > 0,
-                "positive seconds",
-            ),
-        ]
-        for name, ok, expected in checks:
-            if not ok:
-                raise ConfigError(
-                    f"The '{name}' parameter must be {expected}. Got {getattr(self, name)!r} instead."
-                )
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            choices = f.metadata.get("choices")
+            value = getattr(self, f.name)
+            if choices is not None and value not in choices:
+                raise _bad(self.name, f.name, f"one of {tuple(choices)}", value)
+            check = f.metadata.get("check")
+            if check is not None and value is not None and not check[0](value):
+                raise _bad(self.name, f.name, check[1], value)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def finetune_config(self, unfreeze: int | None = None) -> FinetuneConfig:
-        from .finetune import FinetuneConfig
-
-        return FinetuneConfig(
-            unfreeze=self.unfreeze if unfreeze is None else unfreeze,
-            epochs=self.epochs,
-            head_lr=self.lr,
-            lr_ratio=self.lr_ratio,
-            layer_decay=self.layer_decay,
-            weight_decay=self.weight_decay,
-            label_smoothing=self.label_smoothing,
-            grad_accum=self.grad_accum,
-            batch_size=self.finetune_batch_size,
-            mixed_precision=self.mixed_precision,
-            augment=self.augment,
-            patience=self.patience,
-            l2sp=self.l2sp,
-            bn=self.bn,
-            strict=self.strict,
-            seed=self.seed,
-        )
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> FitConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
+    def from_dict(cls, d: dict[str, Any]) -> Any:
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         unknown = sorted(set(d) - names)
         if unknown:
             warnings.warn(
-                f"ignoring unknown config keys {unknown} (written by a newer headstart?)",
-                stacklevel=2,
+                f"ignoring unknown {cls.name or 'config'} keys {unknown} (written by a newer "
+                "headstart?)",
+                stacklevel=3,
             )
         return cls(**{k: v for k, v in d.items() if k in names})
+
+    # scikit-learn's nested parameters: ``TransferClassifier(...).set_params(finetune__lr=1e-4)``
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+
+    def set_params(self, **params: Any) -> Any:
+        names = {f.name for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+        for key, value in params.items():
+            if key not in names:
+                raise ConfigError(
+                    f"{type(self).__name__} has no parameter {key!r}; it has {sorted(names)}"
+                )
+            setattr(self, key, value)
+        self.validate()
+        return self
+
+
+_POS = (lambda v: v > 0, "a positive number")
+_POS_INT = (
+    lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1,
+    "a positive integer",
+)
+_FRACTION = (lambda v: 0.0 < v < 1.0, "a float in (0, 1)")
+_NON_NEG = (lambda v: v >= 0, "a number >= 0")
+
+
+@dataclass
+class DataConfig(Section):
+    """Where the labelled examples come from and how they are split."""
+
+    name: ClassVar[str] = "data"
+    data: str = opt(
+        "fashion-mnist",
+        "image folder, CSV/TSV/JSONL/Parquet file, audio folder, or a built-in data set",
+        positional=True,
+    )
+    text_column: str | None = opt(None, "the table's text column (auto-detected when unambiguous)")
+    image_column: str | None = opt(None, "the table's image-path column")
+    label_column: str | None = opt(None, "the table's label column")
+    val: str | None = opt(None, "explicit validation file or folder")
+    test: str | None = opt(None, "explicit test file or folder")
+    train_size: int | None = opt(
+        None, "labelled budget: a stratified subset of N examples (train + val)", check=_POS_INT
+    )
+    test_size: int | None = opt(None, "stratified subsample of the test split", check=_POS_INT)
+    val_fraction: float = opt(0.2, "share of the budget carved as validation", check=_FRACTION)
+    test_fraction: float = opt(
+        0.2, "share carved as test when the data has no test split", check=_FRACTION
+    )
+    skip_bad_files: bool = opt(
+        False, "skip unreadable inputs and list them in config.json instead of stopping"
+    )
+
+
+@dataclass
+class BackboneConfig(Section):
+    """Which pretrained model, at what input size."""
+
+    name: ClassVar[str] = "backbone"
+    backbone: str = opt(
+        "auto",
+        "torchvision:<model>, timm:<model>, hf:<repo id>, local-dir:<path>; auto ranks the "
+        "installed backbones of the data's modality on a sample and takes the best",
+    )
+    pretrained: bool = opt(True, "load pretrained weights (off: a from-scratch reference)")
+    image_size: int | None = opt(None, "override the backbone's input size", check=_POS_INT)
+    max_length: int | None = opt(None, "override the text backbone's token window", check=_POS_INT)
+    rank_sample: int = opt(
+        300,
+        "--backbone auto: training examples to rank the candidates on",
+        check=(lambda v: v >= 20, "an integer of at least 20"),
+    )
+    backbone_budget_ms: float | None = opt(
+        None,
+        "--backbone auto: only backbones that extract within this many ms per example",
+        check=_POS,
+    )
+
+
+@dataclass
+class ExtractConfig(Section):
+    """Feature extraction: the frozen backbone, the feature cache and the head."""
+
+    name: ClassVar[str] = "extract"
+    head: str = opt("logistic", "the head trained on the features", choices=HEADS)
+    engine: str = opt("auto", "auto: ONNX Runtime on CPU when it matches PyTorch", choices=ENGINES)
+    batch_size: int | None = opt(
+        None, "extraction batch size", check=_POS_INT, shown="the backbone's"
+    )
+    cache_dir: str | None = opt(None, "feature cache folder", shown="~/.cache/headstart/features")
+
+
+@dataclass
+class FinetuneConfig(Section):
+    """Fine-tuning: the head (from the linear probe) and the top layer groups train.
+
+    ``lr`` is the head's learning rate; the backbone's is ``lr / lr_ratio`` (the 10-100x rule),
+    decaying by ``layer_decay`` per group toward the input.
+    """
+
+    name: ClassVar[str] = "finetune"
+    unfreeze: int = opt(
+        2,
+        "top layer groups to train (-1: all)",
+        check=(lambda v: v >= -1 and v != 0, "-1 (all) or a positive integer"),
+    )
+    epochs: int = opt(5, "fine-tuning epochs", check=_POS_INT)
+    lr: float = opt(1e-3, "the head's learning rate", check=_POS)
+    lr_ratio: float = opt(30.0, "head LR / backbone LR; the rule is 10-100", check=_POS)
+    layer_decay: float = opt(
+        1.0, "LR factor per group toward the input", check=(lambda v: 0 < v <= 1, "in (0, 1]")
+    )
+    weight_decay: float = opt(0.01, "AdamW weight decay (not on biases and norms)", check=_NON_NEG)
+    warmup: float = opt(
+        0.1,
+        "share of the optimiser steps spent warming up",
+        check=(lambda v: 0 <= v < 1, "in [0, 1)"),
+    )
+    grad_clip: float = opt(1.0, "gradient-norm clip (0: off)", check=_NON_NEG)
+    label_smoothing: float = opt(
+        0.0, "label smoothing of the loss", check=(lambda v: 0 <= v < 1, "in [0, 1)")
+    )
+    grad_accum: int = opt(1, "gradient accumulation steps", check=_POS_INT)
+    batch_size: int = opt(32, "fine-tuning batch size", check=_POS_INT)
+    mixed_precision: str = opt("auto", "auto: bf16 on GPUs that support it", choices=PRECISIONS)
+    augment: bool | None = opt(None, "augment training images", shown="images yes, text no")
+    patience: int = opt(2, "epochs without validation gain before stopping", check=_POS_INT)
+    l2sp: float = opt(0.0, "L2-SP strength toward the pretrained weights", check=_NON_NEG)
+    bn: str = opt(
+        "frozen",
+        "BatchNorm: frozen pretrained statistics, or batch statistics in trainable groups",
+        choices=BN_MODES,
+    )
+    keep_start: bool = opt(
+        True, "score the starting point on validation and keep it when no epoch beats it"
+    )
+    strict: bool = opt(False, "refuse learning rates that break the 10-100x rule")
+
+
+@dataclass
+class LadderConfig(Section):
+    """When ``--strategy auto`` climbs from extraction to fine-tuning (see strategies.ladder)."""
+
+    name: ClassVar[str] = "ladder"
+    prefix_flags: ClassVar[bool] = True
+    target: float = opt(0.995, "validation accuracy at which extraction is good enough")
+    min_gain: float = opt(0.005, "a rung must add this much validation accuracy to go on")
+    min_examples: int = opt(1000, "labelled examples needed before fine-tuning")
+    min_per_class: int = opt(20, "examples of the rarest class needed before fine-tuning")
+    first_unfreeze: int = opt(2, "groups the first fine-tuning rung unfreezes (-1: all)")
+    step: int = opt(2, "groups each further rung unfreezes")
+    max_rungs: int = opt(3, "fine-tuning rungs at most", check=_POS_INT)
+    noise_z: float = opt(
+        2.0, "keep the cheapest rung within this many standard errors of the best", check=_NON_NEG
+    )
+
+    @classmethod
+    def from_overrides(cls, overrides: list[str] | None) -> LadderConfig:
+        """``["min_gain=0.01", ...]`` (``headstart advise --ladder KEY=VALUE``) → a config."""
+        cfg = cls()
+        for item in overrides or []:
+            key, sep, value = item.partition("=")
+            names = [f.name for f in dataclasses.fields(cls)]
+            if not sep or key not in names:
+                raise ConfigError(f"--ladder takes KEY=VALUE with KEY in {names}; got {item!r}")
+            kind = type(getattr(cfg, key))
+            try:
+                setattr(cfg, key, kind(value))
+            except ValueError as exc:
+                raise ConfigError(
+                    f"--ladder {key} must be a {kind.__name__}, got {value!r}"
+                ) from exc
+        cfg.validate()
+        return cfg
+
+
+SECTIONS: tuple[type[Section], ...] = (
+    DataConfig,
+    BackboneConfig,
+    ExtractConfig,
+    FinetuneConfig,
+    LadderConfig,
+)
+
+
+@dataclass
+class FitConfig(Section):
+    """Everything that decides what ``headstart fit`` does."""
+
+    name: ClassVar[str] = "fit"
+    out: str | None = opt(None, "run folder", shown="runs/<data name>")
+    strategy: str = opt("auto", "extract, finetune, or auto: the ladder", choices=STRATEGIES)
+    seed: int = opt(0, "seed of the splits, the heads and the training")
+    baseline: bool = opt(True, "fit a no-transfer baseline beside the model")
+    time_budget_s: float | None = opt(
+        None,
+        "stop climbing the ladder after this long (e.g. 20m, 1h)",
+        flag="--time-budget",
+        duration=True,
+        check=_POS,
+    )
+    track: str = opt("none", "also log the run to TensorBoard or MLflow", choices=TRACKERS)
+    data: DataConfig = field(default_factory=DataConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    ladder: LadderConfig = field(default_factory=LadderConfig)
+
+    def validate(self) -> None:
+        super().validate()
+        for s in SECTIONS:
+            part = getattr(self, s.name)
+            if isinstance(part, dict):  # from_dict hands sections over as dicts
+                setattr(self, s.name, s.from_dict(part))
+            elif not isinstance(part, s):
+                raise _bad("fit", s.name, f"a {s.__name__}", part)
+
+    @classmethod
+    def build(cls, **flat: Any) -> FitConfig:
+        """A config from flat keywords named as the flags are (``epochs=3``,
+        ``finetune_batch_size=16``, ``ladder_min_gain=0.01``, ``time_budget_s=600``)."""
+        names = flat_names()
+        top: dict[str, Any] = {}
+        parts: dict[str, dict[str, Any]] = {s.name: {} for s in SECTIONS}
+        for key, value in flat.items():
+            if key not in names:
+                from .errors import did_you_mean
+
+                raise ConfigError(
+                    f"FitConfig has no setting {key!r}{did_you_mean(key, list(names))}"
+                )
+            section, name = names[key]
+            (top if section is None else parts[section])[name] = value
+        sections: dict[str, Any] = {s.name: s(**parts[s.name]) for s in SECTIONS}
+        return cls(**top, **sections)
+
+    @property
+    def run_dir(self) -> str:
+        from pathlib import Path
+
+        return self.out or str(Path("runs") / Path(self.data.data.rstrip("/")).stem)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FitConfig:
+        cfg: FitConfig = super().from_dict(d)
+        return cfg
+
+
+def section_fields(section: type[Section]) -> list[dataclasses.Field[Any]]:
+    """The plain (non-section) fields of a config class, in order."""
+    return [
+        f
+        for f in dataclasses.fields(section)  # type: ignore[arg-type]
+        if not (isinstance(f.type, str) and f.type.endswith("Config"))
+    ]
+
+
+def flat_names() -> dict[str, tuple[str | None, str]]:
+    """Every setting's one flat name (the flag without dashes) → (section or None, field).
+
+    ``--<field>``, or ``--<section>-<field>`` where the field name is used by two sections or
+    the section prefixes its flags; a field's ``flag`` metadata overrides both.
+    """
+    sections: list[tuple[str | None, type[Section]]] = [(None, FitConfig)]
+    sections += [(s.name, s) for s in SECTIONS]
+    seen: dict[str, int] = {}
+    for _, cls in sections:
+        for f in section_fields(cls):
+            seen[f.name] = seen.get(f.name, 0) + 1
+    out: dict[str, tuple[str | None, str]] = {}
+    for sec, cls in sections:
+        for f in section_fields(cls):
+            flag = f.metadata.get("flag")
+            if flag:
+                name = flag.lstrip("-").replace("-", "_")
+            elif sec is not None and (seen[f.name] > 1 or cls.prefix_flags):
+                name = f"{sec}_{f.name}"
+            else:
+                name = f.name
+            out[name] = (sec, f.name)
+    return out
 
 
 def parse_duration(text: str) -> float:

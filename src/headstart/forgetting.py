@@ -144,7 +144,7 @@ def source_forgetting(pristine: Any, tuned: Any, n: int = 64) -> dict[str, float
     image backbones on :func:`source_probe_images`. Keys: ``cka_source``,
     ``source_top1_agreement_source``."""
     from .data.base import Examples
-    from .extract import features_in_memory
+    from .features.cache import features_in_memory
 
     x = source_probe_images(n)
     ex = Examples("image", x, np.zeros(n, dtype=np.int64), ["photo"], name="source probe")

@@ -1,10 +1,10 @@
-"""`headstart curve DATA`: the data-efficiency study; `headstart report RUN_DIR`: its page."""
+"""`headstart curve DATA`: the data-efficiency study (learning curves per strategy)."""
 
 from __future__ import annotations
 
 import argparse
 import shlex
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
 
@@ -12,7 +12,8 @@ if TYPE_CHECKING:
     from ..curve import CurveConfig
 
 
-def _fractions(text: str) -> list[float]:
+def parse_fractions(text: str) -> list[float]:
+    """``"0.01,0.1,1.0"`` or ``"1%,10%,100%"`` → ``[0.01, 0.1, 1.0]``."""
     try:
         values = [
             float(t.strip().rstrip("%")) / (100.0 if t.strip().endswith("%") else 1.0)
@@ -108,15 +109,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=run)
 
-    r = sub.add_parser(
-        "report",
-        help="(re)write report.html for a run or study folder",
-        description="Write RUN_DIR/report.html from the JSON files of a `headstart fit` "
-        "run or a `headstart curve` study. The page is self-contained: open it from disk.",
-    )
-    r.add_argument("run_dir", metavar="RUN_DIR")
-    r.set_defaults(func=run_report)
-
 
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
@@ -126,10 +118,10 @@ def run(args: argparse.Namespace) -> int:
     if args.max_cells is not None and args.max_cells < 0:
         raise ConfigError(f"--max-cells must be 0 or more; got {args.max_cells}.")
     out = args.out or str(Path("runs") / f"curve-{Path(args.data.rstrip('/')).stem}")
-    cfg = CurveConfig(
+    cfg = CurveConfig.build(
         data=args.data,
         out=out,
-        fractions=_fractions(args.fractions),
+        fractions=parse_fractions(args.fractions),
         strategies=_strategies(args.strategies),
         seeds=args.seeds,
         backbone=args.backbone,
@@ -183,8 +175,20 @@ def _command(cfg: CurveConfig) -> str:
 
     default = CurveConfig()
     parts = ["headstart", "curve", cfg.data]
+    items: list[tuple[str, Any]] = []
     for name, value in cfg.to_dict().items():
-        if name == "data" or (name != "out" and value == getattr(default, name)):
+        if name in ("extract", "finetune"):  # sections: flat flags, as the parser takes them
+            base = getattr(default, name).to_dict()
+            for key, v in value.items():
+                if v != base[key]:
+                    flag = (
+                        "finetune_batch_size" if (name, key) == ("finetune", "batch_size") else key
+                    )
+                    items.append((flag, v))
+        elif name == "out" or value != getattr(default, name):
+            items.append((name, value))
+    for name, value in items:
+        if name == "data":
             continue
         text = (
             ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
@@ -193,10 +197,3 @@ def _command(cfg: CurveConfig) -> str:
         )
         parts += [f"--{name.replace('_', '-')}", text]
     return " ".join(shlex.quote(p) for p in parts)
-
-
-def run_report(args: argparse.Namespace) -> int:
-    from ..report import write_report
-
-    print(write_report(args.run_dir))
-    return 0

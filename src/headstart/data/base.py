@@ -122,6 +122,9 @@ class Splits:
     test: Examples | None
     classes: list[str]
     description: dict[str, Any] = field(default_factory=dict)
+    #: the labelled examples train and val were carved from, in the order the carving
+    #: indexes (``data.split.budget_split``); None when the validation split was a file.
+    pool: Examples | None = None
 
     def fingerprint(self) -> dict[str, str | None]:
         return {

@@ -52,10 +52,19 @@ def _read_path(path: Path, columns: dict[str, str | None], on_error: OnError) ->
     return read_table(path, on_error=on_error, **columns)
 
 
-def _read_spec(
-    spec: str | os.PathLike[str], columns: dict[str, str | None], on_error: OnError
+def read_source(
+    spec: str | os.PathLike[str],
+    columns: dict[str, str | None] | None = None,
+    on_error: OnError = "raise",
 ) -> tuple[Examples, Examples | None, str]:
-    """(pool, official test or None, kind) for a built-in name, a folder or a table."""
+    """Read one data source whole, without splitting it: ``(pool, official test, kind)``.
+
+    ``spec`` is a built-in data set's name (``builtin:`` prefix optional), a folder with one
+    sub-folder per class, or a table. ``columns`` holds :func:`~headstart.data.files.read_table`'s
+    ``text_column`` / ``image_column`` / ``label_column``. The official test split is
+    returned for built-in data sets that have one, else None; ``kind`` is "built-in",
+    "<modality> folder" or "table". :func:`load_data` splits what this returns.
+    """
     text = os.fspath(spec)
     name = text.removeprefix(BUILTIN_PREFIX)
     path = Path(text).expanduser()
@@ -63,7 +72,7 @@ def _read_spec(
         pool, test = get_builtin(name).load()
         return pool, test, "built-in"
     if path.exists():
-        ex = _read_path(path, columns, on_error)
+        ex = _read_path(path, columns or {}, on_error)
         return ex, None, f"{ex.modality} folder" if path.is_dir() else "table"
     names = [d.name for d in list_builtin()]
     if table_format(path) or os.sep in text or path.suffix:
@@ -175,7 +184,7 @@ def load_data(
         "image_column": image_column,
         "label_column": label_column,
     }
-    pool, official, kind = _read_spec(spec, columns, on_error)
+    pool, official, kind = read_source(spec, columns, on_error)
     carve_val = val is None
     _validate_pool(pool, 2 if carve_val else 1)
     classes = list(pool.classes)
@@ -191,7 +200,7 @@ def load_data(
         path = Path(p).expanduser()
         if not path.exists():
             raise DataError(f"The {role} file or folder {os.fspath(p)!r} does not exist.")
-        ex = _read_path(path, columns, on_error)
+        ex = _read_path(path, columns or {}, on_error)
         if ex.modality != pool.modality:
             raise DataError(
                 f"The {role} data {p} holds {ex.modality}, the training data {pool.modality}."
@@ -235,6 +244,7 @@ def load_data(
         pool = pool.subset(stratified_subset(pool.labels, train_size, seed, min_per_class=per))
         desc["train_size"] = f"stratified budget of {train_size}, seed {seed}"
 
+    labelled = pool if val is None else None
     if val is None:
         rest, part = stratified_split(pool.labels, val_fraction, seed + 1, keep_per_class=1)
         train_ex, val_ex = (
@@ -272,7 +282,14 @@ def load_data(
     if skipped:
         desc["skipped_examples"] = [f"{w}: {r}" for w, r in skipped[:20]]
     desc["summary"] = _summary(desc)
-    return Splits(train=train_ex, val=val_ex, test=test_ex, classes=classes, description=desc)
+    return Splits(
+        train=train_ex,
+        val=val_ex,
+        test=test_ex,
+        classes=classes,
+        description=desc,
+        pool=labelled,
+    )
 
 
 def _summary(d: dict[str, Any]) -> str:

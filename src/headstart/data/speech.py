@@ -1,5 +1,9 @@
 """Built-in SYNTHETIC speech data sets, generated deterministically with espeak-ng.
 
+Size (over ~600 lines, on purpose): two generated data sets share one synthesis, voice and
+manifest machinery; splitting them would separate a data set from the documentation of what
+is synthetic about it.
+
 No package registry ships raw labelled speech, so headstart makes its own for tests, demos
 and first experiments with audio backbones. Everything here is **synthetic**: formant
 synthesis by espeak-ng, not recordings of people. Accuracies measured on it say how a model

@@ -150,3 +150,23 @@ def stratified_split(
     mask[part] = False
     rest = np.random.default_rng([seed, 1]).permutation(np.flatnonzero(mask))
     return rest, part
+
+
+def budget_split(
+    labels: Sequence[int] | np.ndarray, n: int | None, val_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(train, val) indices: a stratified budget of ``n`` (None: all), then a stratified
+    ``val_fraction`` of it carved as validation (at least one per class kept for training).
+
+    ``headstart fit --train-size n --seed s`` and a ``curve`` cell of budget ``n`` and seed
+    ``s`` both draw their splits here, so on the same labelled pool they train and validate
+    on the same examples.
+    """
+    y = _as_labels(labels)
+    idx = (
+        np.arange(len(y))
+        if n is None or n >= len(y)
+        else stratified_subset(y, n, seed, min_per_class=2)
+    )
+    rest, part = stratified_split(y[idx], val_fraction, seed + 1, keep_per_class=1)
+    return idx[rest], idx[part]

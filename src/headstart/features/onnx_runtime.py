@@ -1,5 +1,9 @@
 """CPU feature extraction through ONNX Runtime, always behind a parity check against PyTorch.
 
+Size (over ~600 lines, on purpose): the exporter, the parity check and the runner are one
+guarantee (ONNX Runtime only ever runs what matched PyTorch); most of the length is the
+measured reasons for each export choice, kept beside the code they justify.
+
 A feature module (an eval-mode ``nn.Module`` mapping a preprocessed batch to pooled
 features ``(N, D)``) is exported once to a self-contained ``.onnx`` file, cached under
 ``cache_root()/onnx/<key>.onnx``, and run by :class:`OnnxFeatureRunner`. Every time a runner

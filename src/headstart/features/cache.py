@@ -23,11 +23,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._io import atomic_open, atomic_write_json, cache_root, sha256_file, stable_hash
+from ..backbones.base import AudioPreprocess, Backbone, ImagePreprocess, TextPreprocess
+from ..data.base import Examples
+from ..errors import CacheError, ConfigError
 from . import preprocess as P
-from ._io import atomic_open, atomic_write_json, cache_root, sha256_file, stable_hash
-from .backbones.base import AudioPreprocess, Backbone, ImagePreprocess, TextPreprocess
-from .data.base import Examples
-from .errors import CacheError, ConfigError
 
 log = logging.getLogger("headstart")
 
@@ -181,7 +181,7 @@ def _batches(backbone: Backbone, ex: Examples, start: int, stop: int, batch_size
             yield idx, P.pad_batch([seqs[j] for j in idx], pad)
         return
     if isinstance(pre, AudioPreprocess):
-        from .backbones.audio import audio_batch
+        from ..backbones.audio import audio_batch
 
         for i in range(start, stop, batch_size):
             j = min(i + batch_size, stop)

@@ -7,9 +7,13 @@ pretrained gets on the same data. :func:`fit_baseline` picks one by modality:
   regression (``"tfidf+logreg"``);
 * images: the pixels of a small greyscale thumbnail (28 x 28, or the native size when the
   images are smaller), scaled to [0, 1] and standardised, + logistic regression
-  (``"pixels+logreg"``).
+  (``"pixels+logreg"``);
+* audio: log-mel statistics (40 mel bands, 25 ms windows every 10 ms at 16 kHz; per band the
+  mean and standard deviation over time of the log-mel energy and of its frame-to-frame
+  difference, 160 numbers per clip), standardised, + logistic regression
+  (``"logmel-stats+logreg"``).
 
-In both, the inverse L2 strength C is chosen on the validation split by class-weighted
+In all, the inverse L2 strength C is chosen on the validation split by class-weighted
 validation log-loss (ties: higher accuracy, then smaller C), classes are weighted 'balanced'
 like the default heads, and (with ``refit=True``, the default, as for
 :class:`~headstart.heads.LogisticHead`) the final model is refitted on train + val.
@@ -29,16 +33,23 @@ from threadpoolctl import threadpool_limits
 
 from headstart.data.base import Examples
 from headstart.errors import ConfigError, DataError
-from headstart.heads import (
-    LogisticHead,
-    _choose_C,
-    _class_weight_vector,
-    _lbfgs,
-    _SoftmaxObjective,
-    _walk_C_path,
+from headstart.heads import LogisticHead
+from headstart.heads.solver import (
+    SoftmaxObjective,
+    choose_C,
+    class_weight_vector,
+    minimize_lbfgs,
+    walk_C_path,
 )
 
-__all__ = ["IMAGE_SIDE", "TEXT_CS", "Baseline", "fit_baseline"]
+__all__ = [
+    "AUDIO_MELS",
+    "IMAGE_SIDE",
+    "TEXT_CS",
+    "Baseline",
+    "fit_baseline",
+    "log_mel_statistics",
+]
 
 #: Grid of C for the TF-IDF model (rows are L2-normalised, so useful C are around 1-30).
 TEXT_CS: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
@@ -55,7 +66,7 @@ class Baseline:
 
     Attributes
     ----------
-    name: ``"tfidf+logreg"`` or ``"pixels+logreg"``.
+    name: ``"tfidf+logreg"``, ``"pixels+logreg"`` or ``"logmel-stats+logreg"``.
     modality, classes: those of the training split; probability columns follow `classes`.
     C: the chosen inverse L2 strength.
     val_scores: ``{C: {"log_loss", "accuracy"}}`` of models trained on train only.
@@ -283,6 +294,72 @@ class _PixelFeaturizer(_Featurizer):
         return f"greyscale {h}x{w} pixels scaled to [0, 1], standardised"
 
 
+#: Mel bands of the audio baseline's log-mel spectrogram.
+AUDIO_MELS = 40
+_AUDIO_SR, _AUDIO_FFT, _AUDIO_HOP = 16000, 400, 160  # 25 ms windows every 10 ms
+_AUDIO_RANGE_DB = 80.0  # log-mel floor: the clip's loudest band energy minus 80 dB
+
+
+def _mel_filters(sr: int, n_fft: int, n_mels: int) -> np.ndarray:
+    """Triangular filters on the HTK mel scale from 0 Hz to sr/2, shape (n_mels, n_fft//2+1)."""
+    top = 2595.0 * np.log10(1.0 + (sr / 2) / 700.0)
+    hz = 700.0 * (10.0 ** (np.linspace(0.0, top, n_mels + 2) / 2595.0) - 1.0)
+    freqs = np.fft.rfftfreq(n_fft, 1.0 / sr)
+    rising = (freqs[None, :] - hz[:-2, None]) / (hz[1:-1, None] - hz[:-2, None])
+    falling = (hz[2:, None] - freqs[None, :]) / (hz[2:, None] - hz[1:-1, None])
+    return np.maximum(0.0, np.minimum(rising, falling))
+
+
+def log_mel_statistics(wave: np.ndarray, n_mels: int = AUDIO_MELS) -> np.ndarray:
+    """Summary of a 16 kHz mono clip: per mel band, the mean and standard deviation over time
+    of the log-mel energy (in tens of dB) and of its frame-to-frame difference.
+
+    Returns float32 of length ``4 * n_mels``: [mean, std, delta mean, delta std], each per band.
+    A clip shorter than one 25 ms window is padded with silence to one window.
+    """
+    from scipy.signal import get_window
+
+    x = np.asarray(wave, dtype=np.float64)
+    if len(x) < _AUDIO_FFT:
+        x = np.pad(x, (0, _AUDIO_FFT - len(x)))
+    frames = np.lib.stride_tricks.sliding_window_view(x, _AUDIO_FFT)[::_AUDIO_HOP]
+    power = np.abs(np.fft.rfft(frames * get_window("hann", _AUDIO_FFT), axis=1)) ** 2
+    mel = power @ _mel_filters(_AUDIO_SR, _AUDIO_FFT, n_mels).T  # (frames, n_mels)
+    log_mel = np.log10(np.maximum(mel, 1e-10))
+    log_mel = np.maximum(log_mel, log_mel.max() - _AUDIO_RANGE_DB / 10)
+    delta = np.diff(log_mel, axis=0) if len(log_mel) > 1 else np.zeros_like(log_mel)
+    stats = [log_mel.mean(0), log_mel.std(0), delta.mean(0), delta.std(0)]
+    return np.concatenate(stats).astype(np.float32)
+
+
+class _LogMelStatsFeaturizer(_Featurizer):
+    """:func:`log_mel_statistics` of each clip, read by :func:`headstart.data.audio.read_audio`
+    (mono, 16 kHz, at most its first 30 s). Each file is decoded once per featurizer."""
+
+    def __init__(self, n_mels: int = AUDIO_MELS) -> None:
+        self.n_mels = n_mels
+        self.n_features = 4 * n_mels
+        self._done: dict[str, np.ndarray] = {}
+
+    def transform(self, examples: Examples) -> np.ndarray:
+        from headstart.data.audio import read_audio
+
+        out = np.empty((len(examples), self.n_features), dtype=np.float32)
+        for i, path in enumerate(examples.inputs):
+            key = os.fspath(path)
+            if key not in self._done:
+                wave = read_audio(key, _AUDIO_SR, source=examples.source_of(i))
+                self._done[key] = log_mel_statistics(wave, self.n_mels)
+            out[i] = self._done[key]
+        return out
+
+    def describe(self) -> str:
+        return (
+            f"log-mel statistics ({self.n_mels} mel bands; mean and std over time of the "
+            "log energy and of its frame-to-frame difference), standardised"
+        )
+
+
 # --------------------------------------------------------------------------------------------
 # Fitting
 # --------------------------------------------------------------------------------------------
@@ -321,30 +398,28 @@ def _fit_sparse_logreg(
     k, d = len(present), X_tr.shape[1]
     yi_tr, yi_va = np.searchsorted(present, y_tr), np.searchsorted(present, y_va)
 
-    def objective(X: sp.csr_matrix, y: np.ndarray) -> _SoftmaxObjective:
-        return _SoftmaxObjective(
-            X, y, k, _class_weight_vector(y, k, "balanced", present), np.float32
-        )
+    def objective(X: sp.csr_matrix, y: np.ndarray) -> SoftmaxObjective:
+        return SoftmaxObjective(X, y, k, class_weight_vector(y, k, "balanced", present), np.float32)
 
     # Sparse products are single-threaded; multi-threaded BLAS would only add contention to
     # the solver's vector updates.
     with threadpool_limits(limits=1, user_api="blas"):
-        thetas, path, _ = _walk_C_path(
+        thetas, path, _ = walk_C_path(
             objective(X_tr, yi_tr),
             X_va,
             yi_va,
-            _class_weight_vector(yi_va, k, "balanced", present)[yi_va],
+            class_weight_vector(yi_va, k, "balanced", present)[yi_va],
             TEXT_CS,
             max_iter=_MAX_ITER,
             tol=_TOL,
             patience=_PATH_PATIENCE,
         )
-        C = _choose_C(path)
+        C = choose_C(path)
         theta = thetas[C]
         if refit:
             obj = objective(sp.vstack([X_tr, X_va], format="csr"), np.concatenate([yi_tr, yi_va]))
             obj.set_C(C)
-            theta = _lbfgs(obj, theta, _MAX_ITER, _TOL)[0]
+            theta = minimize_lbfgs(obj, theta, _MAX_ITER, _TOL)[0]
     scores = {c: {"log_loss": s["log_loss"], "accuracy": s["accuracy"]} for c, s in path.items()}
     model = _LinearSoftmax(theta[: k * d].reshape(k, d), theta[k * d :], present)
     return model, C, scores
@@ -405,9 +480,21 @@ def fit_baseline(
             for c, s in model.val_scores_.items()
         }
         name = "pixels+logreg"
+    elif train.modality == "audio":
+        featurizer = _LogMelStatsFeaturizer()
+        model = LogisticHead(refit=refit).fit(
+            featurizer.transform(train), train.labels, featurizer.transform(val), val.labels
+        )
+        C = model.C_
+        scores = {
+            c: {"log_loss": s["log_loss"], "accuracy": s["accuracy"]}
+            for c, s in model.val_scores_.items()
+        }
+        name = "logmel-stats+logreg"
     else:
         raise ConfigError(
-            f"No baseline for {train.modality!r} data; baselines exist for 'image' and 'text'."
+            f"No baseline for {train.modality!r} data; baselines exist for 'image', 'text' "
+            "and 'audio'."
         )
     baseline = Baseline(
         name=name,

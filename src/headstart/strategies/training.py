@@ -32,60 +32,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._io import atomic_open
+from .._io import atomic_open
+from ..backbones.base import Backbone, LayerGroup
+from ..config import FinetuneConfig
+from ..data.base import Examples
+from ..errors import ConfigError
+from ..forgetting import L2SP, check_learning_rates
 from .augment import BatchMaker
-from .backbones.base import Backbone, LayerGroup
-from .data.base import Examples
-from .errors import ConfigError
-from .forgetting import L2SP, check_learning_rates
 
 log = logging.getLogger("headstart")
-
-
-BN_MODES = ("frozen", "train")
-
-
-@dataclass
-class FinetuneConfig:
-    unfreeze: int = 2  # top layer groups to train; -1 = all
-    epochs: int = 5
-    head_lr: float = 1e-3
-    lr_ratio: float = 30.0  # head_lr / backbone_lr
-    layer_decay: float = 1.0  # per-group factor toward the input (e.g. 0.8)
-    weight_decay: float = 0.01
-    warmup: float = 0.1  # fraction of optimiser steps
-    grad_clip: float = 1.0
-    label_smoothing: float = 0.0
-    grad_accum: int = 1
-    batch_size: int = 32
-    mixed_precision: str = "auto"  # auto | no | bf16 | fp16
-    augment: bool | None = None  # None: images yes, text no
-    patience: int = 2
-    l2sp: float = 0.0
-    bn: str = "frozen"  # frozen: every BatchNorm uses its pretrained statistics | train
-    # Score the starting point (LP-FT: the probe on pretrained features) on validation too, and
-    # keep it when no epoch beats it: fine-tuning never hands back a model worse on
-    # validation than the one it started from.
-    keep_start: bool = True
-    strict: bool = False
-    time_budget_s: float | None = None
-    seed: int = 0
-
-    def validate(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.grad_accum < 1:
-            raise ConfigError("epochs, batch_size and grad_accum must be ≥ 1")
-        if self.head_lr <= 0 or self.lr_ratio <= 0:
-            raise ConfigError(
-                f"head_lr and lr_ratio must be > 0, got {self.head_lr}, {self.lr_ratio}"
-            )
-        if not 0 < self.layer_decay <= 1:
-            raise ConfigError(f"layer_decay must be in (0, 1], got {self.layer_decay}")
-        if self.bn not in BN_MODES:
-            raise ConfigError(f"bn must be one of {BN_MODES}, got {self.bn!r}")
-        if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
-            raise ConfigError(
-                f"mixed_precision must be auto|no|bf16|fp16, got {self.mixed_precision!r}"
-            )
 
 
 class TransferModel(nn.Module):
@@ -170,13 +125,13 @@ def set_train_mode(model: TransferModel, bn: str = "frozen") -> None:
     # handled by the recursive eval() above.
 
 
-def _param_groups(
+def param_groups(
     model: TransferModel, trainable: list[LayerGroup], cfg: FinetuneConfig
 ) -> tuple[list[dict[str, Any]], dict[str, float]]:
-    backbone_lr = cfg.head_lr / cfg.lr_ratio
+    backbone_lr = cfg.lr / cfg.lr_ratio
     params = dict(model.named_parameters())
     groups: list[dict[str, Any]] = []
-    lrs: dict[str, float] = {"head": cfg.head_lr}
+    lrs: dict[str, float] = {"head": cfg.lr}
 
     def split(names: list[str], lr: float, label: str) -> None:
         decay = [params[n] for n in names if params[n].ndim > 1]
@@ -188,24 +143,12 @@ def _param_groups(
         if no_decay:
             groups.append({"params": no_decay, "lr": lr, "weight_decay": 0.0, "name": label})
 
-    split([n for n in params if n.startswith("head.")], cfg.head_lr, "head")
+    split([n for n in params if n.startswith("head.")], cfg.lr, "head")
     for depth, g in enumerate(reversed(trainable)):
         lr = backbone_lr * cfg.layer_decay**depth
         lrs[g.name] = lr
         split([f"backbone.{p}" for p in g.params], lr, g.name)
     return groups, lrs
-
-
-def _schedule(total_steps: int, warmup: float):
-    warm = max(1, round(total_steps * warmup))
-
-    def f(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        progress = (step - warm) / max(1, total_steps - warm)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return f
 
 
 def _trained_state(model: TransferModel, trainable: set[str]) -> dict[str, torch.Tensor]:
@@ -253,24 +196,32 @@ def finetune(
     val: Examples,
     cfg: FinetuneConfig,
     *,
+    seed: int = 0,
+    time_budget_s: float | None = None,
     checkpoint: Path | None = None,
     progress: bool = True,
 ) -> tuple[TransferModel, FinetuneResult]:
-    """Fine-tune ``head`` and the top ``cfg.unfreeze`` groups of ``backbone`` in place."""
+    """Fine-tune ``head`` and the top ``cfg.unfreeze`` groups of ``backbone`` in place.
+
+    ``seed`` fixes the batch order, augmentation and dropout; training stops after the
+    epoch that passes ``time_budget_s``; with ``checkpoint`` every epoch is saved atomically
+    and a killed run resumes from the last one to the same result.
+    """
     from accelerate import Accelerator
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
+    from transformers import get_cosine_schedule_with_warmup
 
     cfg.validate()
     t_start = time.perf_counter()
     trainable_groups, frozen_groups = select_groups(backbone, cfg.unfreeze)
-    guard = check_learning_rates(cfg.head_lr, cfg.head_lr / cfg.lr_ratio, strict=cfg.strict)
+    guard = check_learning_rates(cfg.lr, cfg.lr / cfg.lr_ratio, strict=cfg.strict)
     model = TransferModel(backbone, head)
     trainable = apply_freeze(backbone, trainable_groups)
     for p in head.parameters():
         p.requires_grad_(True)
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    param_groups, lrs = _param_groups(model, trainable_groups, cfg)
+    groups, lrs = param_groups(model, trainable_groups, cfg)
     mp = cfg.mixed_precision
     if mp == "auto":
         mp = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
@@ -280,10 +231,13 @@ def finetune(
         cpu=not torch.cuda.is_available(),
     )
     l2sp = L2SP([(n, p) for n, p in backbone.named_parameters() if p.requires_grad], cfg.l2sp)
-    optimizer = torch.optim.AdamW(param_groups, lr=cfg.head_lr)
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
     steps_per_epoch = math.ceil(len(train) / (cfg.batch_size * acc.num_processes * cfg.grad_accum))
     total_steps = max(1, steps_per_epoch * cfg.epochs)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(total_steps, cfg.warmup))
+    # transformers' linear warm-up then cosine to zero: one schedule for every training loop
+    scheduler = get_cosine_schedule_with_warmup(
+        optimizer, max(1, round(total_steps * cfg.warmup)), total_steps
+    )
     channels_last = backbone.modality == "image" and not torch.cuda.is_available()
     if channels_last:  # 1.5-2x faster convolutions on CPU (measured on mobilenet_v2)
         model = model.to(memory_format=torch.channels_last)
@@ -291,13 +245,14 @@ def finetune(
     raw_model: TransferModel = acc.unwrap_model(model)
 
     augment = cfg.augment if cfg.augment is not None else backbone.modality == "image"
-    train_maker = BatchMaker(train, backbone.preprocess, train=True, augment=augment, seed=cfg.seed)
+    train_maker = BatchMaker(train, backbone.preprocess, train=True, augment=augment, seed=seed)
     val_maker = BatchMaker(val, backbone.preprocess, train=False, augment=False)
     val_loader = acc.prepare(
         DataLoader(_indices(len(val)), batch_size=cfg.batch_size * 2, collate_fn=val_maker)
     )
     signature = {
-        "config": asdict(cfg),
+        "config": cfg.to_dict(),
+        "seed": seed,
         "unfrozen": [g.name for g in trainable_groups],
         "backbone": backbone.name,
         "weights": backbone.weights.sha256,
@@ -339,9 +294,9 @@ def finetune(
         if stopped:
             break
         t0 = time.perf_counter()
-        torch.manual_seed(cfg.seed * 10_007 + epoch)  # dropout: same per epoch, resumed or not
-        train_maker.reseed(cfg.seed * 10_007 + epoch)
-        order: Any = np.random.default_rng([cfg.seed, epoch]).permutation(len(train)).tolist()
+        torch.manual_seed(seed * 10_007 + epoch)  # dropout: same per epoch, resumed or not
+        train_maker.reseed(seed * 10_007 + epoch)
+        order: Any = np.random.default_rng([seed, epoch]).permutation(len(train)).tolist()
         loader = acc.prepare(DataLoader(order, batch_size=cfg.batch_size, collate_fn=train_maker))
         set_train_mode(raw_model, cfg.bn)
         loss_sum, n_seen = 0.0, 0
@@ -407,8 +362,8 @@ def finetune(
             bad_epochs += 1
             if bad_epochs >= cfg.patience:
                 stopped = f"early stop: no validation gain for {cfg.patience} epochs"
-        if cfg.time_budget_s is not None and time.perf_counter() - t_start > cfg.time_budget_s:
-            stopped = stopped or f"time budget of {cfg.time_budget_s:.0f} s spent"
+        if time_budget_s is not None and time.perf_counter() - t_start > time_budget_s:
+            stopped = stopped or f"time budget of {time_budget_s:.0f} s spent"
         if checkpoint is not None and acc.is_main_process:
             payload = {
                 "signature": signature,

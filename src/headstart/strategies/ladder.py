@@ -19,49 +19,16 @@ can be tested on scripted score sequences and explained in one sentence. Default
 * ``first_unfreeze=2, step=2, max_rungs=3``: unfreeze the top two groups first (-1: all of
   them, one fine-tuning rung), then two
   more each rung, at most three fine-tuning rungs.
-All are overridable (``--ladder key=value``) and are written into ``decisions.json``.
+All are overridable (``--ladder-min-gain 0.01``, ``LadderConfig(min_gain=0.01)``) and are written into ``decisions.json``.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ConfigError
-
-
-@dataclass
-class LadderConfig:
-    target: float = 0.995
-    min_gain: float = 0.005
-    min_examples: int = 1000
-    min_per_class: int = 20
-    first_unfreeze: int = 2
-    step: int = 2
-    max_rungs: int = 3
-    noise_z: float = 2.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_overrides(cls, overrides: list[str] | None) -> LadderConfig:
-        cfg = cls()
-        for item in overrides or []:
-            key, sep, value = item.partition("=")
-            if not sep or not hasattr(cfg, key):
-                raise ConfigError(
-                    f"--ladder takes key=value with key in {list(asdict(cfg))}; got {item!r}"
-                )
-            kind = type(getattr(cfg, key))
-            try:
-                setattr(cfg, key, kind(value))
-            except ValueError as exc:
-                raise ConfigError(
-                    f"--ladder {key} must be a {kind.__name__}, got {value!r}"
-                ) from exc
-        return cfg
+from ..config import LadderConfig
 
 
 @dataclass

@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import preprocess as P
-from .backbones.base import AudioPreprocess, ImagePreprocess, TextPreprocess
-from .data.base import Examples
+from ..backbones.base import AudioPreprocess, ImagePreprocess, TextPreprocess
+from ..data.base import Examples
+from ..features import preprocess as P
 
 CROP_SCALE = (0.5, 1.0)
 CROP_RATIO = (3 / 4, 4 / 3)
@@ -91,7 +91,7 @@ class BatchMaker:
             pad = P.get_tokenizer(self.pre).pad_token_id or 0
             return P.pad_batch([self._tokens[i] for i in idx], pad), y
         if isinstance(self.pre, AudioPreprocess):
-            from .backbones.audio import audio_batch
+            from ..backbones.audio import audio_batch
 
             return audio_batch([self.examples.inputs[i] for i in idx], self.pre), y
         return {"pixel_values": self._images(idx)}, y
@@ -103,10 +103,10 @@ class BatchMaker:
         if isinstance(inputs, np.ndarray):
             # grey arrays stay one channel through the crop (half its work); _normalise
             # broadcasts them to the three channels the backbone takes
-            raw = P._to_nchw_float(inputs[idx], keep_grey=self.augment)
+            raw = P.to_nchw_float(inputs[idx], keep_grey=self.augment)
         else:
             big = ImagePreprocess(pre.resize, pre.resize, pre.mean, pre.std, pre.interpolation)
-            raw = P._to_nchw_float(np.stack([P._load_file(inputs[i], big) for i in idx]))
+            raw = P.to_nchw_float(np.stack([P.load_resized_image(inputs[i], big) for i in idx]))
         if not self.augment:
             return P.resize_crop_normalise(raw, pre)
         out = random_resized_crop(raw / 255.0, pre.size, self.gen)

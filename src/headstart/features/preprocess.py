@@ -20,14 +20,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .backbones.base import ImagePreprocess, TextPreprocess
-from .errors import DataError
+from ..backbones.base import ImagePreprocess, TextPreprocess
+from ..errors import DataError
 
 _TORCH_MODE = {"bilinear": "bilinear", "bicubic": "bicubic", "nearest": "nearest"}
 
 
 # -------------------------------------------------------------------------------- images
-def _to_nchw_float(batch: np.ndarray, keep_grey: bool = False) -> torch.Tensor:
+def to_nchw_float(batch: np.ndarray, keep_grey: bool = False) -> torch.Tensor:
+    """A batch of image arrays, (N,H,W) grey or (N,H,W,C), as a float (N,3,H,W) tensor.
+
+    Values keep their 0..255 scale; an alpha channel is dropped; grey images are expanded to
+    three channels unless ``keep_grey`` (then (N,1,H,W)).
+    """
     arr = np.ascontiguousarray(batch)
     if not arr.flags.writeable:  # e.g. a memory-mapped data set
         arr = arr.copy()
@@ -71,10 +76,12 @@ def resize_crop_normalise(
     return ((x - mean) / std).contiguous()
 
 
-def _load_file(path: Any, pre: ImagePreprocess) -> np.ndarray:
+def load_resized_image(path: Any, pre: ImagePreprocess) -> np.ndarray:
+    """The image file at ``path``, shorter side resized to ``pre.resize`` and centre-cropped
+    to ``pre.size``, as uint8 (size, size, 3)."""
     from PIL import Image
 
-    from .data.images import open_image
+    from ..data.images import open_image
 
     img = open_image(path)
     w, h = img.size
@@ -102,19 +109,19 @@ def image_batches(
     stop = len(inputs) if stop is None else stop
     if isinstance(inputs, np.ndarray):
         for i in range(start, stop, batch_size):
-            yield resize_crop_normalise(_to_nchw_float(inputs[i : min(i + batch_size, stop)]), pre)
+            yield resize_crop_normalise(to_nchw_float(inputs[i : min(i + batch_size, stop)]), pre)
         return
     spans = [(i, min(i + batch_size, stop)) for i in range(start, stop, batch_size)]
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         # Decode one batch ahead of the one being inferred.
         def decode(span: tuple[int, int]) -> list[np.ndarray]:
-            return list(pool.map(lambda p: _load_file(p, pre), inputs[span[0] : span[1]]))
+            return list(pool.map(lambda p: load_resized_image(p, pre), inputs[span[0] : span[1]]))
 
         ahead = pool.submit(decode, spans[0]) if spans else None
         for k in range(len(spans)):
             arrays = ahead.result() if ahead is not None else []
             ahead = pool.submit(decode, spans[k + 1]) if k + 1 < len(spans) else None
-            yield resize_crop_normalise(_to_nchw_float(np.stack(arrays)), pre)
+            yield resize_crop_normalise(to_nchw_float(np.stack(arrays)), pre)
 
 
 def image_tensor(inputs: Sequence[Any] | np.ndarray, pre: ImagePreprocess) -> torch.Tensor:

@@ -1,0 +1,172 @@
+"""Run a strategy by name: ``extract``, ``finetune`` (one rung) or ``auto`` (the ladder).
+
+:func:`run_strategy` is the one engine behind ``headstart fit``, ``headstart curve`` and
+:class:`~headstart.TransferClassifier`. The ladder's rules are pure functions in
+:mod:`headstart.strategies.ladder`; this module measures the rungs they ask for.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..config import STRATEGIES, ExtractConfig, FinetuneConfig, LadderConfig
+from ..errors import ConfigError
+from .base import Context, StrategyResult, short_metrics
+from .extract import Extract
+from .finetune import RUNG_FIELDS, Finetune
+from .ladder import Decision, Rung, choose, next_step
+
+log = logging.getLogger("headstart")
+
+
+@dataclass
+class LadderResult:
+    """The chosen model, every rung measured, and the reasons, in order."""
+
+    chosen: StrategyResult
+    extraction: StrategyResult
+    results: list[StrategyResult]
+    rungs: list[Rung]
+    reasons: list[str] = field(default_factory=list)
+    learning_curve: dict[str, Any] | None = None
+    ladder: dict[str, Any] | None = None
+
+    def decisions(self, strategy: str) -> dict[str, Any]:
+        """``decisions.json``: each rung's score, cost and the reasons for each step."""
+        chosen = next(r for r in self.rungs if r.unfreeze == self.chosen.unfreeze)
+        out: dict[str, Any] = {"strategy": strategy, "reasons": list(self.reasons)}
+        if self.ladder is not None:
+            out["ladder"] = self.ladder
+        if self.learning_curve is not None:
+            out["learning_curve"] = self.learning_curve
+        out["chosen"] = chosen.label
+        out["rungs"] = [
+            {
+                "unfreeze": r.unfreeze,
+                "label": r.label,
+                "val_accuracy": r.val_accuracy,
+                "seconds": round(r.seconds, 2),
+                **r.detail,
+            }
+            for r in self.rungs
+        ]
+        return out
+
+
+def learning_curve(ctx: Context, seed: int) -> dict[str, Any] | None:
+    """Linear-probe validation accuracy on 25/50/100% of the training features (cheap)."""
+    from ..data.split import stratified_subset
+    from ..heads import make_head
+
+    F, Fv = ctx.pristine("train"), ctx.pristine("val")
+    assert ctx.val is not None
+    y = ctx.train.labels
+    n = len(y)
+    sizes = sorted({max(len(ctx.classes) * 2, int(n * f)) for f in (0.25, 0.5, 1.0)})
+    points = []
+    for size in sizes:
+        idx = np.arange(n) if size >= n else stratified_subset(y, size, seed=seed)
+        head = make_head("logistic", random_state=seed, refit=False)
+        head.fit(F[idx], y[idx], X_val=Fv, y_val=ctx.val.labels)
+        acc = float(np.mean(head.predict(Fv) == ctx.val.labels))
+        points.append({"n": len(idx), "val_accuracy": acc})
+    if len(points) < 2:
+        return None
+    a, b = points[-2], points[-1]
+    slope = (b["val_accuracy"] - a["val_accuracy"]) / max(1e-9, np.log2(b["n"] / a["n"]))
+    return {"points": points, "slope_per_doubling": float(slope)}
+
+
+def _rung(result: StrategyResult) -> Rung:
+    detail = dict(result.detail)
+    if result.unfreeze:
+        detail = {
+            "val": short_metrics(result.val_metrics),
+            **{k: result.detail[k] for k in RUNG_FIELDS if k in result.detail},
+        }
+    return Rung(result.unfreeze, result.val_accuracy, result.seconds, detail)
+
+
+def run_strategy(
+    ctx: Context,
+    strategy: str = "auto",
+    *,
+    extract: ExtractConfig | None = None,
+    finetune: FinetuneConfig | None = None,
+    ladder: LadderConfig | None = None,
+    head_params: dict[str, Any] | None = None,
+    measure_forgetting: bool = True,
+) -> LadderResult:
+    """Extraction, then (``finetune``) one fine-tuning rung or (``auto``) the ladder's rungs.
+
+    Extraction always runs first: it is the cheap reference and its probe is fine-tuning's
+    starting head. ``finetune`` reports the fine-tuned model (extraction sits beside it);
+    ``auto`` keeps the cheapest rung within the ladder's noise margin of the best.
+    """
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+    ladder = ladder or LadderConfig()
+    ft_cfg = finetune or FinetuneConfig()
+    first = Extract(extract, head_params).fit(ctx)
+    rungs = [_rung(first)]
+    results = [first]
+    out = LadderResult(first, first, results, rungs)
+    if strategy == "extract":
+        return out
+    if ctx.val is None:
+        raise ConfigError(f"strategy {strategy!r} needs a validation split")
+    out.ladder = ladder.to_dict()
+    n_groups = len(ctx.backbone.layer_groups())
+    if strategy == "auto":
+        out.learning_curve = learning_curve(ctx, ctx.seed)
+    counts = ctx.train.class_counts() + ctx.val.class_counts()
+    while True:
+        if strategy == "finetune":
+            k = Finetune(ft_cfg).groups(ctx.backbone)
+            decision = (
+                Decision("finetune", k, f"strategy finetune: the top {k} of {n_groups} groups")
+                if len(rungs) == 1
+                else Decision("stop", 0, "strategy finetune: one rung")
+            )
+        else:
+            decision = next_step(
+                rungs,
+                n_labelled=int(counts.sum()),
+                min_class_count=int(counts.min()),
+                n_classes=len(ctx.classes),
+                n_groups=n_groups,
+                n_val=len(ctx.val),
+                cfg=ladder,
+                time_left_s=ctx.time_left(),
+                curve_slope=(out.learning_curve or {}).get("slope_per_doubling"),
+            )
+        out.reasons.append(decision.reason)
+        if ctx.progress:
+            log.info("ladder: %s", decision.reason)
+        if decision.action != "finetune":
+            break
+        tuned = Finetune(
+            ft_cfg, unfreeze=decision.unfreeze, measure_forgetting=measure_forgetting
+        ).fit(ctx, first)
+        results.append(tuned)
+        rungs.append(_rung(tuned))
+    if strategy == "finetune" and len(rungs) > 1:
+        out.chosen = results[-1]  # the user asked for fine-tuning: report it
+    else:
+        best, why = choose(rungs, n_val=len(ctx.val), cfg=ladder)
+        if why:
+            out.reasons.append(why)
+        out.chosen = results[rungs.index(best)]
+    return out
+
+
+def deadline(time_budget_s: float | None, started: float | None = None) -> float | None:
+    """The perf_counter value a budget of ``time_budget_s`` from ``started`` ends at."""
+    if time_budget_s is None:
+        return None
+    return (time.perf_counter() if started is None else started) + time_budget_s
