@@ -17,8 +17,8 @@ import pytest
 import torch
 from torch import nn
 
-from headstart.features import onnx_runtime as ox
 from headstart.errors import ConfigError
+from headstart.features import onnx_runtime as ox
 from headstart.features.onnx_runtime import (
     IMAGE_DYNAMIC_AXES,
     TEXT_DYNAMIC_AXES,
