@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import sklearn.exceptions
+import sklearn.utils.validation
 
 from conftest import image_examples, text_examples
 from headstart import TransferClassifier, load_model
@@ -68,6 +70,11 @@ def test_unfitted_and_one_class_errors(tiny_vision_dir):
     clf = TransferClassifier(backbone=f"local-dir:{tiny_vision_dir}")
     with pytest.raises(NotFittedError, match="fit"):
         clf.predict(image_examples(4).inputs)
+    # scikit-learn's own check and except clauses see the same error.
+    with pytest.raises(sklearn.exceptions.NotFittedError):
+        clf.predict_proba(image_examples(4).inputs)
+    with pytest.raises(sklearn.exceptions.NotFittedError):
+        sklearn.utils.validation.check_is_fitted(clf)
     ex = image_examples(10)
     with pytest.raises(DataError, match="only one class"):
         clf.fit(ex.inputs, ["a"] * 10)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
+import sklearn.exceptions
+
 
 class HeadstartError(Exception):
     """Root of every error headstart raises on purpose."""
@@ -33,8 +35,12 @@ class ConfigError(HeadstartError, ValueError):
     """A configuration value is out of range or inconsistent with another."""
 
 
-class NotFittedError(HeadstartError, AttributeError):
-    """A model was used before it was fitted (mirrors sklearn.exceptions.NotFittedError)."""
+class NotFittedError(HeadstartError, sklearn.exceptions.NotFittedError):
+    """A model was used before it was fitted.
+
+    A subclass of scikit-learn's, so `except sklearn.exceptions.NotFittedError` and
+    `sklearn.utils.validation.check_is_fitted` callers catch it too.
+    """
 
 
 def did_you_mean(given: str, choices: Iterable[str], n: int = 3) -> str:

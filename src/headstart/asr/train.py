@@ -8,7 +8,7 @@ and the encoder's final layer norm (see
 (always its convolutional stem and positional embeddings) is frozen; its output for each
 training clip is computed once and reused every epoch (a frozen block computes the same
 thing every time). AdamW with a low learning rate (1e-5 by default), linear warm-up then
-cosine decay to 0 (transformers' ``get_cosine_schedule_with_warmup``), gradient clipping,
+cosine decay to 0 (the shared :func:`headstart.strategies.training.adamw_cosine`), gradient clipping,
 early stopping on the teacher-forced loss of a validation split carved from the training
 table (the best epoch's weights are kept).
 
@@ -42,6 +42,7 @@ from ..backbones.whisper import (
     tunable_parameter_names,
 )
 from ..errors import ConfigError, DataError
+from ..strategies.training import adamw_cosine, decay_groups
 from .bundle import save_transcription_bundle
 from .decode import (
     DEFAULT_ASR_BACKBONE,
@@ -202,8 +203,6 @@ def fit_transcription(
         backbone=backbone, epochs=epochs, lr=lr, unfreeze_encoder_blocks=unfreeze_encoder_blocks,
         batch_size=batch_size, val_fraction=val_fraction, patience=patience, seed=seed,
     )  # fmt: skip
-    from transformers import get_cosine_schedule_with_warmup
-
     cfg.validate()
     t_start = time.perf_counter()
     torch.manual_seed(cfg.seed)
@@ -270,20 +269,11 @@ def fit_transcription(
     for n, p in model.named_parameters():
         p.requires_grad_(n in names)
     params = dict(model.named_parameters())
-    decay = [params[n] for n in sorted(names) if params[n].ndim > 1]
-    no_decay = [params[n] for n in sorted(names) if params[n].ndim <= 1]
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": cfg.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=cfg.lr,
+    groups = decay_groups(
+        [(n, params[n]) for n in sorted(names)], cfg.lr, cfg.weight_decay, "decoder"
     )
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
-    total_steps = steps_per_epoch * cfg.epochs
-    scheduler = get_cosine_schedule_with_warmup(
-        optimizer, round(total_steps * cfg.warmup), total_steps
-    )
+    optimizer, scheduler = adamw_cosine(groups, cfg.lr, steps_per_epoch * cfg.epochs, cfg.warmup)
     n_trainable = sum(params[n].numel() for n in names)
     val_loss0 = _val_loss(model, cached["val"], labels["val"], start, cfg.eval_batch_size)
     history: list[dict[str, float]] = [{"epoch": 0, "val_loss": val_loss0}]

@@ -133,22 +133,47 @@ def param_groups(
     groups: list[dict[str, Any]] = []
     lrs: dict[str, float] = {"head": cfg.lr}
 
-    def split(names: list[str], lr: float, label: str) -> None:
-        decay = [params[n] for n in names if params[n].ndim > 1]
-        no_decay = [params[n] for n in names if params[n].ndim <= 1]
-        if decay:
-            groups.append(
-                {"params": decay, "lr": lr, "weight_decay": cfg.weight_decay, "name": label}
-            )
-        if no_decay:
-            groups.append({"params": no_decay, "lr": lr, "weight_decay": 0.0, "name": label})
-
-    split([n for n in params if n.startswith("head.")], cfg.lr, "head")
+    head = [(n, p) for n, p in params.items() if n.startswith("head.")]
+    groups += decay_groups(head, cfg.lr, cfg.weight_decay, "head")
     for depth, g in enumerate(reversed(trainable)):
         lr = backbone_lr * cfg.layer_decay**depth
         lrs[g.name] = lr
-        split([f"backbone.{p}" for p in g.params], lr, g.name)
+        named = [(f"backbone.{p}", params[f"backbone.{p}"]) for p in g.params]
+        groups += decay_groups(named, lr, cfg.weight_decay, g.name)
     return groups, lrs
+
+
+def decay_groups(
+    named: list[tuple[str, nn.Parameter]], lr: float, weight_decay: float, label: str
+) -> list[dict[str, Any]]:
+    """AdamW parameter groups: weight decay on matrices, none on biases and norms."""
+    decay = [p for _, p in named if p.ndim > 1]
+    no_decay = [p for _, p in named if p.ndim <= 1]
+    groups: list[dict[str, Any]] = []
+    if decay:
+        groups.append({"params": decay, "lr": lr, "weight_decay": weight_decay, "name": label})
+    if no_decay:
+        groups.append({"params": no_decay, "lr": lr, "weight_decay": 0.0, "name": label})
+    return groups
+
+
+def adamw_cosine(
+    groups: list[dict[str, Any]], lr: float, total_steps: int, warmup: float
+) -> tuple[torch.optim.Optimizer, Any]:
+    """AdamW and transformers' linear warm-up then cosine to zero.
+
+    The one optimiser and schedule of every training loop in headstart (classification
+    fine-tuning here, transcription in :mod:`headstart.asr.train`); ``warmup`` is the share
+    of ``total_steps`` spent warming up.
+    """
+    from transformers import get_cosine_schedule_with_warmup
+
+    total_steps = max(1, total_steps)
+    optimizer = torch.optim.AdamW(groups, lr=lr)
+    scheduler = get_cosine_schedule_with_warmup(
+        optimizer, max(1, round(total_steps * warmup)), total_steps
+    )
+    return optimizer, scheduler
 
 
 def _trained_state(model: TransferModel, trainable: set[str]) -> dict[str, torch.Tensor]:
@@ -210,7 +235,6 @@ def finetune(
     from accelerate import Accelerator
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
-    from transformers import get_cosine_schedule_with_warmup
 
     cfg.validate()
     t_start = time.perf_counter()
@@ -231,13 +255,8 @@ def finetune(
         cpu=not torch.cuda.is_available(),
     )
     l2sp = L2SP([(n, p) for n, p in backbone.named_parameters() if p.requires_grad], cfg.l2sp)
-    optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
     steps_per_epoch = math.ceil(len(train) / (cfg.batch_size * acc.num_processes * cfg.grad_accum))
-    total_steps = max(1, steps_per_epoch * cfg.epochs)
-    # transformers' linear warm-up then cosine to zero: one schedule for every training loop
-    scheduler = get_cosine_schedule_with_warmup(
-        optimizer, max(1, round(total_steps * cfg.warmup)), total_steps
-    )
+    optimizer, scheduler = adamw_cosine(groups, cfg.lr, steps_per_epoch * cfg.epochs, cfg.warmup)
     channels_last = backbone.modality == "image" and not torch.cuda.is_available()
     if channels_last:  # 1.5-2x faster convolutions on CPU (measured on mobilenet_v2)
         model = model.to(memory_format=torch.channels_last)
