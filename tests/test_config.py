@@ -29,6 +29,8 @@ def _other_value(f: dataclasses.Field, default):
     typ = str(f.type)
     if typ.startswith("bool"):
         return not bool(default)
+    if typ == "int | str":  # a count or a word (--test-size auto|all|N)
+        return 50
     if "int" in typ:
         return 50 if default is None else 2 * default
     if "float" in typ:

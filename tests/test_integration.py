@@ -6,6 +6,7 @@ Each test skips, naming the install command, when its package or data set is mis
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -114,6 +115,7 @@ def test_backbone_auto_ranks_the_installed_candidates_and_fits_the_best(tmp_path
         engine="torch",
         rank_sample=60,
         baseline=False,
+        time_budget=math.inf,  # no limit: every candidate is affordable
     )
     r = fit_run(cfg, progress=False)
     decisions = json.loads((tmp_path / "run" / "decisions.json").read_text())
@@ -123,3 +125,28 @@ def test_backbone_auto_ranks_the_installed_candidates_and_fits_the_best(tmp_path
     assert r.metrics["backbone"] == ranked[0] == decisions["backbone"]["chosen"]
     assert decisions["reasons"][0].startswith(f"backbone {ranked[0]}: ranked first")
     assert r.metrics["test"]["accuracy"] > 0.5  # 10 classes: chance is 0.1
+
+
+def test_the_default_budget_ranks_only_what_it_can_afford_and_says_what_it_left_out(tmp_path):
+    """``headstart fit digits`` as a new user runs it (every setting default), on the real
+    installed backbones: the slow candidates are not extracted, each left-out one is named
+    with its estimated cost and the flag that ranks it, and the run fits its minute."""
+    from headstart.selection.rank import candidates
+
+    installed = candidates("image")
+    if "hf:facebook/dinov2-small" not in installed or len(installed) < 3:
+        pytest.skip("needs the offline image backbones: bash scripts/setup.sh installs them")
+    need_data("digits")
+    cfg = FitConfig.build(data="digits", out=str(tmp_path / "run"))
+    r = fit_run(cfg, progress=False)
+    decisions = json.loads((tmp_path / "run" / "decisions.json").read_text())
+    steps = {s["name"]: s for s in decisions["steps"]}
+    dino = steps["rank hf:facebook/dinov2-small"]  # ~20x mobilenet_v2's FLOPs at 224 px
+    assert dino["action"] == "skipped" and dino["estimated_s"] > 0
+    assert dino["flag"].startswith("--time-budget")
+    assert (
+        json.loads((tmp_path / "run" / "config.json").read_text())["resolved"]["image_size"] == 96
+    )  # 8-px digits: the input-size rule
+    assert decisions["budget"]["wall_s"] <= 60
+    base = r.metrics["baseline"]["test"]["accuracy"]
+    assert r.metrics["test"]["accuracy"] >= base - 2 * r.metrics["test"]["accuracy_se"]

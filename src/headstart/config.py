@@ -126,7 +126,16 @@ class DataConfig(Section):
     train_size: int | None = opt(
         None, "labelled budget: a stratified subset of N examples (train + val)", check=_POS_INT
     )
-    test_size: int | None = opt(None, "stratified subsample of the test split", check=_POS_INT)
+    test_size: int | str = opt(
+        "auto",
+        "test examples to score: N (a stratified subsample), all, or auto (all, unless scoring "
+        "them would take over a third of the time budget: then a stated stratified subset)",
+        check=(
+            lambda v: v in ("auto", "all") or (isinstance(v, int) and v >= 1),
+            "auto, all or a positive integer",
+        ),
+        parse=lambda v: v if v in ("auto", "all") else int(v),
+    )
     val_fraction: float = opt(0.2, "share of the budget carved as validation", check=_FRACTION)
     test_fraction: float = opt(
         0.2, "share carved as test when the data has no test split", check=_FRACTION
@@ -276,12 +285,15 @@ class FitConfig(Section):
     strategy: str = opt("auto", "extract, finetune, or auto: the ladder", choices=STRATEGIES)
     seed: int = opt(0, "seed of the splits, the heads and the training")
     baseline: bool = opt(True, "fit a no-transfer baseline beside the model")
-    time_budget_s: float | None = opt(
-        None,
-        "stop climbing the ladder after this long (e.g. 20m, 1h)",
+    time_budget_s: float = opt(
+        60.0,
+        "wall time to plan the fit within (ranking, extraction, fine-tuning, the test split); "
+        "steps that would not fit are skipped and named with the budget that runs them "
+        "(e.g. 20m, 1h; inf: no limit)",
         flag="--time-budget",
         duration=True,
         check=_POS,
+        shown="60s",
     )
     track: str = opt("none", "also log the run to TensorBoard or MLflow", choices=TRACKERS)
     data: DataConfig = field(default_factory=DataConfig)

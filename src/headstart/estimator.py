@@ -96,7 +96,11 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         nested parameters (``finetune__epochs``) for ``set_params`` and ``GridSearchCV``.
     val_fraction: share of the training data held out for validation when ``fit`` gets no
         ``X_val`` and the strategy needs one (``finetune``, ``auto``).
-    time_budget_s: no new ladder rung starts after this many seconds of ``fit``.
+    time_budget_s: the ladder (``auto``) starts a fine-tuning rung only when its estimated
+        cost, from a short measured probe, fits in what is left of this many seconds of
+        ``fit`` (None: no limit); refused rungs are listed in ``decisions_["skipped"]``.
+    score_reserve: examples to be scored after ``fit`` (a test split): their extraction time
+        is kept out of ``time_budget_s``.
     pretrained: load real weights (False: random initialisation, for tests and baselines).
     engine: ``"auto"`` (ONNX Runtime on CPU when it matches PyTorch), ``"torch"`` or ``"onnx"``.
     cache: keep features in the on-disk cache so a second fit skips the backbone.
@@ -123,6 +127,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         head_params: dict[str, Any] | None = None,
         checkpoint_dir: str | Path | None = None,
         measure_forgetting: bool = True,
+        score_reserve: int = 0,
         random_state: int = 0,
         progress: bool = False,
     ) -> None:
@@ -143,6 +148,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         self.head_params = head_params
         self.checkpoint_dir = checkpoint_dir
         self.measure_forgetting = measure_forgetting
+        self.score_reserve = score_reserve
         self.random_state = random_state
         self.progress = progress
 
@@ -278,6 +284,8 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
             progress=self.progress,
             checkpoint_dir=None if self.checkpoint_dir is None else Path(self.checkpoint_dir),
             deadline=deadline(self.time_budget_s, t0),
+            budget_s=self.time_budget_s,
+            n_score=self.score_reserve,
         )
         result = run_strategy(
             ctx,

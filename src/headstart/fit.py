@@ -12,6 +12,7 @@ same folder reuses the feature cache and resumes fine-tuning from its last finis
 from __future__ import annotations
 
 import logging
+import math
 import random
 import shutil
 import time
@@ -24,7 +25,7 @@ import numpy as np
 from ._env import machine, versions
 from ._io import atomic_write_json
 from .config import FitConfig
-from .data.base import Splits
+from .data.base import Examples, Splits
 
 log = logging.getLogger("headstart")
 
@@ -57,7 +58,7 @@ def load_splits(cfg: FitConfig) -> Splits:
         val=d.val,
         test=d.test,
         train_size=d.train_size,
-        test_size=d.test_size,
+        test_size=d.test_size if isinstance(d.test_size, int) else None,
         val_fraction=d.val_fraction,
         test_fraction=d.test_fraction,
         seed=cfg.seed,
@@ -88,35 +89,57 @@ def _extraction_by_split(log_: list[dict[str, Any]], splits: Splits) -> dict[str
 
 
 def fit_run(cfg: FitConfig, *, progress: bool = True) -> RunResult:
-    """Run one fit as configured and write its run folder."""
-    from .backbones.registry import load_backbone
+    """Run one fit as configured, within its time budget, and write its run folder."""
+    from .backbones.sizing import load_sized, native_size
     from .estimator import TransferClassifier
     from .metrics import classification_metrics
+    from .plan import Budget, Step, measured_ms
+    from .selection.budgeted import choose_within_budget, probe_speed
 
     t_start = time.perf_counter()
+    budget = Budget(cfg.time_budget_s, started=t_start)
     main = _is_main()
     out = Path(cfg.run_dir)
     seed_everything(cfg.seed)
     out.mkdir(parents=True, exist_ok=True)
     splits = load_splits(cfg)
+    budget.add(Step("load data", "ran", splits.train.name, seconds=round(budget.spent(), 2)))
     modality = splits.train.modality
+    native = native_size(splits.train)
     bb = cfg.backbone
     backbone_choice: dict[str, Any] | None = None
+    t0 = time.perf_counter()
     if bb.backbone == "auto":
-        backbone_name, backbone_choice = _choose_backbone(cfg, splits, progress)
+        backbone_name, backbone_choice = choose_within_budget(cfg, splits, progress, budget, native)
     else:
         backbone_name = bb.backbone
-    backbone = load_backbone(
-        backbone_name,
-        pretrained=bb.pretrained,
-        image_size=bb.image_size,
-        max_length=bb.max_length,
-    )
+    t0 = time.perf_counter()
+    backbone, image_size = load_sized(backbone_name, bb, native)
     backbone.eval()
+    ms = (backbone_choice or {}).get("ms_per_example") or probe_speed(backbone, cfg, splits)
+    budget.add(
+        Step(
+            "backbone",
+            "ran",
+            f"{backbone.name}"
+            + (f" at {image_size} px (native {native} px)" if image_size else "")
+            + f", {ms:.1f} ms per example here",
+            seconds=round(time.perf_counter() - t0, 2),
+        )
+    )
+    full_test = splits.test
+    splits.test, test_note = _plan_test(cfg, full_test, ms, budget.total_s)
     fingerprints = {k: v for k, v in splits.fingerprint().items() if v is not None}
     config_doc = {
         "config": cfg.to_dict(),
-        "resolved": {"backbone": backbone.describe(), "modality": modality, "out": str(out)},
+        "resolved": {
+            "backbone": backbone.describe(),
+            "modality": modality,
+            "out": str(out),
+            "image_size": image_size,
+            "native_size": native,
+            "n_test": len(splits.test) if splits.test is not None else 0,
+        },
         "data": {**splits.description, "fingerprint": fingerprints, "classes": splits.classes},
         "versions": versions(),
         "machine": machine(),
@@ -124,28 +147,45 @@ def fit_run(cfg: FitConfig, *, progress: bool = True) -> RunResult:
     if main:
         atomic_write_json(out / "config.json", config_doc)
 
-    budget = cfg.time_budget_s
+    # time kept for what follows the fit: the test split (at the speed the fit measures),
+    # the baseline and the run folder
+    n_test = len(splits.test) if splits.test is not None else 0
+    clf_budget = budget.left() - TAIL_S
     clf = TransferClassifier(
         backbone=backbone,
         head=cfg.extract.head,
         strategy=cfg.strategy,
         finetune=cfg.finetune,
         ladder=cfg.ladder,
-        time_budget_s=None
-        if budget is None
-        else max(1.0, budget - (time.perf_counter() - t_start)),
+        time_budget_s=max(1.0, clf_budget) if math.isfinite(clf_budget) else None,
         pretrained=bb.pretrained,
-        image_size=bb.image_size,
+        image_size=image_size,
         max_length=bb.max_length,
         engine=cfg.extract.engine,
         batch_size=cfg.extract.batch_size,
         cache_dir=cfg.extract.cache_dir,
         checkpoint_dir=out / "checkpoints",
+        score_reserve=n_test,
         random_state=cfg.seed,
         progress=progress and main,
     )
+    t0 = time.perf_counter()
     clf.fit(splits.train, X_val=splits.val)
+    fit_s = time.perf_counter() - t0
     decisions = clf.decisions_
+    measured = measured_ms([e for e in clf.extraction_log_ if e["backbone"] == "pretrained"])
+    if measured is not None and full_test is not None:
+        # the fit's own extraction measured the speed better than the probe: plan again
+        ms = measured
+        splits.test, test_note = _plan_test(
+            cfg, full_test, ms, budget.total_s, budget.left() - TAIL_S
+        )
+    if test_note is not None:
+        log.info("test split: %s", test_note["reason"])
+        budget.add(
+            Step("test split", "reduced", test_note["reason"],
+                 estimated_s=round(test_note["of"] * ms / 1000, 1), flag="--test-size all")
+        )  # fmt: skip
     if backbone_choice is not None:
         decisions["backbone"] = backbone_choice
         decisions["reasons"].insert(0, backbone_choice["reason"])
@@ -164,9 +204,14 @@ def fit_run(cfg: FitConfig, *, progress: bool = True) -> RunResult:
         "val": clf.val_metrics_,
     }
     test_proba = None
+    t0 = time.perf_counter()
     if splits.test is not None:
         test_proba = clf.predict_proba(splits.test, cache=True)
         metrics["test"] = classification_metrics(splits.test.labels, test_proba, splits.classes)
+        acc = metrics["test"]["accuracy"]
+        metrics["test"]["accuracy_se"] = math.sqrt(acc * (1 - acc) / len(splits.test))
+        if test_note is not None:
+            metrics["test_subset"] = test_note
     if clf.unfrozen_:
         metrics["finetune"] = clf.finetune_detail_
         metrics["extract_val"] = probe_val
@@ -178,6 +223,7 @@ def fit_run(cfg: FitConfig, *, progress: bool = True) -> RunResult:
             )
     elif len(decisions["rungs"]) > 1:
         metrics["extract_val"] = probe_val
+    test_s = time.perf_counter() - t0
     if cfg.baseline:
         metrics["baseline"] = _baseline(splits)
     rung0 = decisions["rungs"][0]
@@ -189,9 +235,22 @@ def fit_run(cfg: FitConfig, *, progress: bool = True) -> RunResult:
         "total_s": round(time.perf_counter() - t_start, 3),
     }
     metrics["extraction"] = _extraction_by_split(clf.extraction_log_, splits)
+    _record_steps(budget, decisions, metrics, fit_s=fit_s, test_s=test_s)
     if main:
+        t0 = time.perf_counter()
         _drop_discarded_checkpoints(out / "checkpoints", clf.unfrozen_)
         clf.save(out / "model")
+        budget.add(Step("save model", "ran", "model/", seconds=round(time.perf_counter() - t0, 2)))
+        metrics["timings"]["total_s"] = round(time.perf_counter() - t_start, 3)
+        if math.isfinite(cfg.time_budget_s):
+            metrics["time_budget_s"] = cfg.time_budget_s
+        decisions["steps"] = metrics["steps"] = [st.to_dict() for st in budget.steps]
+        config_doc["resolved"]["n_test"] = metrics["n_test"]
+        atomic_write_json(out / "config.json", config_doc)
+        decisions["budget"] = {
+            "time_budget_s": cfg.time_budget_s,
+            "wall_s": metrics["timings"]["total_s"],
+        }
         atomic_write_json(out / "metrics.json", metrics)
         atomic_write_json(out / "decisions.json", decisions)
         _write_report(out, splits, test_proba)
@@ -201,6 +260,84 @@ def fit_run(cfg: FitConfig, *, progress: bool = True) -> RunResult:
             where = log_run(out, cfg.track)
             log.info("logged the run to %s (%s)", where, cfg.track)
     return RunResult(out, metrics, config_doc, summarise(metrics, decisions))
+
+
+#: Seconds kept after the fit for the baseline, the bundle and the report (measured here:
+#: 1-4 s on the built-in sets).
+TAIL_S = 5.0
+
+
+def _plan_test(
+    cfg: FitConfig,
+    test: Examples | None,
+    ms: float,
+    budget_s: float,
+    time_left_s: float | None = None,
+) -> tuple[Examples | None, dict[str, Any] | None]:
+    """The test examples to score: a stated stratified subset when scoring all of them would
+    dominate the budget (:func:`headstart.plan.plan_test_size`), else all of them."""
+    from .data.split import stratified_subset
+    from .plan import plan_test_size
+
+    if test is None:
+        return None, None
+    n_all = len(test)
+    n, why = plan_test_size(
+        n_all, ms, budget_s, requested=cfg.data.test_size, time_left_s=time_left_s
+    )
+    if why is None:
+        return test, None
+    # the subset `--test-size n` takes (data.load_data), so a later run can score the same one
+    keep = stratified_subset(test.labels, n, cfg.seed + 2, min_per_class=1)
+    note = {"n": n, "of": n_all, "reason": why, "stratified": True, "seed": cfg.seed}
+    return test.subset(keep), note
+
+
+def _record_steps(
+    budget: Any, decisions: dict[str, Any], metrics: dict[str, Any], *, fit_s: float, test_s: float
+) -> None:
+    """Time per step, and the rungs the cost model refused, into the budget's step list."""
+    from .plan import Step, budget_flag
+
+    t = metrics["timings"]
+    budget.add(
+        Step("features + head", "ran", "extraction of train and validation, the head",
+             seconds=round(t["features_s"] + t["head_s"], 2))
+    )  # fmt: skip
+    for r in decisions["rungs"][1:]:
+        budget.add(Step(r["label"], "ran", f"val accuracy {r['val_accuracy']:.4f}",
+                        seconds=r["seconds"]))  # fmt: skip
+    # What a budget that runs a skipped rung also buys: the ranking and the whole test split
+    # it skipped or shrank, and the tuned backbone's own features of the test split.
+    also = test_s
+    for st in budget.steps:
+        if st.estimated_s and st.name == "rank backbones" and st.action == "skipped":
+            also += st.estimated_s
+        if st.estimated_s and st.name == "test split" and st.action == "reduced":
+            also += max(0.0, st.estimated_s - test_s)
+    spent = budget.spent()
+    for sk in decisions.get("skipped", []):
+        est = sk.get("estimated_s")
+        flag = sk.get("flag")
+        if est is not None and flag and flag.startswith("--time-budget"):
+            # what this whole run would need with the rung in it
+            new = budget_flag(spent + also + 1.25 * est)
+            old_reason, sk["reason"] = sk["reason"], sk["reason"].replace(flag, new)
+            decisions["reasons"] = [
+                sk["reason"] if r == old_reason else r for r in decisions["reasons"]
+            ]
+            sk["flag"] = flag = new
+        budget.add(Step(sk["step"], "skipped", sk["reason"], estimated_s=est,
+                        expected_gain=sk.get("expected_gain"), flag=flag))  # fmt: skip
+    other = fit_s - t["features_s"] - t["head_s"] - t["finetune_s"]
+    if other > 0.5:
+        budget.add(Step("ladder checks", "ran", "learning curve, domain, cost probes",
+                        seconds=round(other, 2)))  # fmt: skip
+    if metrics.get("n_test"):
+        budget.add(Step("test", "ran", f"{metrics['n_test']:,} examples", seconds=round(test_s, 2)))
+    if "baseline" in metrics:
+        b = metrics["baseline"]
+        budget.add(Step("baseline", "ran", b["name"], seconds=b["seconds"]))
 
 
 def _drop_discarded_checkpoints(folder: Path, kept: int) -> None:
@@ -213,58 +350,6 @@ def _drop_discarded_checkpoints(folder: Path, kept: int) -> None:
             ckpt.unlink(missing_ok=True)
     if not any(folder.iterdir()):
         shutil.rmtree(folder, ignore_errors=True)
-
-
-def _choose_backbone(cfg: FitConfig, splits: Splits, progress: bool) -> tuple[str, dict[str, Any]]:
-    """``--backbone auto``: rank the installed candidates on a sample of the training split.
-
-    The features of the sample go through the same cache as the fit, so the chosen backbone's
-    sample is not extracted twice. With one candidate (or none installed, or
-    ``--no-pretrained``, where ranking random weights means nothing) the modality's default
-    is used, and the reason says so.
-    """
-    from .backbones.registry import DEFAULT_BACKBONE, load_backbone
-    from .selection.rank import candidates, rank_backbones
-
-    bb = cfg.backbone
-    modality = splits.train.modality
-    default = DEFAULT_BACKBONE[modality]
-    names = candidates(modality) if bb.pretrained else []
-    if len(names) < 2:
-        why = (
-            "random initialisation: nothing to rank"
-            if not bb.pretrained
-            else f"{len(names)} {modality} backbone(s) installed: nothing to rank"
-        )
-        name = names[0] if names else default
-        return name, {"chosen": name, "reason": f"backbone {name} ({why})", "table": None}
-    items: list[Any] = list(names)
-    if bb.image_size or bb.max_length:  # rank what the fit will use
-        items = [
-            load_backbone(n, image_size=bb.image_size, max_length=bb.max_length) for n in names
-        ]
-    table = rank_backbones(
-        splits.train,
-        items,
-        sample=bb.rank_sample,
-        seed=cfg.seed,
-        cache_dir=cfg.extract.cache_dir,
-        progress=progress,
-        engine=cfg.extract.engine,
-        batch_size=cfg.extract.batch_size,
-        skip_failed=True,
-    )
-    best = table.best(bb.backbone_budget_ms)
-    budget = (
-        f" within {bb.backbone_budget_ms:g} ms per example"
-        if bb.backbone_budget_ms is not None
-        else ""
-    )
-    reason = (
-        f"backbone {best.name}: ranked first{budget} of {len(table.rows)} installed {modality} "
-        f"backbones by {table.primary} on {table.n} training examples"
-    )
-    return best.name, {"chosen": best.name, "reason": reason, "table": table.to_dict()}
 
 
 def _write_report(out: Path, splits: Splits, test_proba: np.ndarray | None) -> None:
@@ -309,11 +394,20 @@ def summarise(metrics: dict[str, Any], decisions: dict[str, Any] | None = None) 
     lines = []
     for reason in (decisions or {}).get("reasons", []):
         lines.append(f"- {reason}")
+    on = ""
+    if split == "test":
+        sub = metrics.get("test_subset")
+        on = (
+            f" on a stratified subset of {sub['n']:,} of {sub['of']:,} test examples "
+            "(--test-size all scores every one)"
+            if sub
+            else f" on {metrics['n_test']:,} examples"
+        )
+    se = f" ± {m['accuracy_se']:.4f} (s.e.)" if "accuracy_se" in m else ""
     lines += [
         f"{metrics['strategy']} with {metrics['backbone']} + {metrics['head']} head, "
         f"{metrics['train_size']} labelled examples ({metrics['n_train']} train / {metrics['n_val']} val)",
-        f"  {split}: accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f}"
-        + (f" on {metrics['n_test']} examples" if split == "test" else ""),
+        f"  {split}: accuracy {m['accuracy']:.4f}{se}, macro-F1 {m['macro_f1']:.4f}{on}",
     ]
     if "baseline" in metrics and split in metrics["baseline"]:
         b = metrics["baseline"][split]
@@ -345,9 +439,18 @@ def summarise(metrics: dict[str, Any], decisions: dict[str, Any] | None = None) 
             )
     t = metrics["timings"]
     cached = all(e["cached"] for e in metrics["extraction"].values())
-    tuning = f"fine-tuning {t['finetune_s']:.1f} s, " if t.get("finetune_s") else ""
-    lines.append(
-        f"  time: features {t['features_s']:.1f} s{' (cached)' if cached else ''}, "
-        f"head {t['head_s']:.1f} s, {tuning}total {t['total_s']:.1f} s"
-    )
+    steps = [st for st in metrics.get("steps", []) if st.get("seconds") is not None]
+    if steps:
+        per = ", ".join(f"{st['name']} {st['seconds']:.1f} s" for st in steps)
+        lines.append(f"  time per step: {per}{' (features cached)' if cached else ''}")
+        budget = metrics.get("time_budget_s")
+        lines.append(
+            f"  total {t['total_s']:.1f} s" + (f" of a {budget:g} s budget" if budget else "")
+        )
+    else:
+        tuning = f"fine-tuning {t['finetune_s']:.1f} s, " if t.get("finetune_s") else ""
+        lines.append(
+            f"  time: features {t['features_s']:.1f} s{' (cached)' if cached else ''}, "
+            f"head {t['head_s']:.1f} s, {tuning}total {t['total_s']:.1f} s"
+        )
     return "\n".join(lines)

@@ -17,7 +17,15 @@ from dataclasses import dataclass
 
 from ..errors import BackboneError, did_you_mean
 
-__all__ = ["DEFAULT_BACKBONE", "KNOWN", "SOURCES", "KnownBackbone", "parse_name"]
+__all__ = [
+    "DEFAULT_BACKBONE",
+    "GFLOPS",
+    "KNOWN",
+    "PRETRAINING_SIZE",
+    "SOURCES",
+    "KnownBackbone",
+    "parse_name",
+]
 
 SOURCES = ("torchvision", "timm", "hf", "local-dir")
 
@@ -61,6 +69,43 @@ KNOWN: list[KnownBackbone] = [
     KnownBackbone("hf:distilbert-base-uncased", "text", 66.4),
     KnownBackbone("hf:openai/whisper-tiny.en", "audio", 8.2, "Whisper encoder; default for audio"),
 ]
+
+#: Forward-pass cost at each model's own pretraining input (GFLOPs as multiply-adds, per
+#: image at its pretraining size, per 128-token text, per 30-s audio window), from the
+#: model cards (torchvision's weight metadata, timm's tables, the papers). Only ratios are
+#: used: :mod:`headstart.plan` turns one speed measured on this machine into estimates for
+#: the others (a dense model runs nearer the machine's peak than a depthwise CNN, so an
+#: estimate for it errs on the slow side).
+GFLOPS: dict[str, float] = {
+    "torchvision:mobilenet_v2": 0.30,
+    "torchvision:mobilenet_v3_large": 0.22,
+    "torchvision:resnet18": 1.81,
+    "torchvision:resnet50": 4.09,
+    "torchvision:efficientnet_b0": 0.39,
+    "torchvision:convnext_tiny": 4.46,
+    "torchvision:vgg16": 15.47,
+    "torchvision:vit_b_16": 17.56,
+    "timm:tf_efficientnet_lite0": 0.40,
+    "timm:tf_efficientnet_lite1": 0.61,
+    "timm:tf_efficientnet_lite2": 0.90,
+    "timm:resnet50.a1_in1k": 4.1,
+    "timm:convnext_tiny": 4.5,
+    "timm:vit_small_patch16_224.augreg_in21k_ft_in1k": 4.6,
+    "hf:facebook/dinov2-small": 6.1,
+    "hf:google/vit-base-patch16-224-in21k": 17.6,
+    "hf:sentence-transformers/all-MiniLM-L6-v2": 1.4,
+    "hf:sentence-transformers/paraphrase-MiniLM-L3-v2": 0.7,
+    "hf:sentence-transformers/all-mpnet-base-v2": 11.2,
+    "hf:bert-base-uncased": 11.2,
+    "hf:distilbert-base-uncased": 5.6,
+    "hf:openai/whisper-tiny.en": 6.4,
+}
+
+#: Pretraining input size of the known image backbones that do not use 224 px.
+PRETRAINING_SIZE: dict[str, int] = {
+    "timm:tf_efficientnet_lite1": 240,
+    "timm:tf_efficientnet_lite2": 260,
+}
 
 
 def parse_name(name: str) -> tuple[str, str]:

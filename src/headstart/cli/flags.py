@@ -56,7 +56,9 @@ def add_config_arguments(
             flag = "--" + dest.replace("_", "-")
             kw: dict[str, Any] = {"dest": dest, "default": None, "help": help_}
             typ = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
-            if "choices" in f.metadata:
+            if "parse" in f.metadata:
+                kw["type"] = f.metadata["parse"]
+            elif "choices" in f.metadata:
                 kw["choices"] = f.metadata["choices"]
             elif typ.startswith("bool"):
                 kw["action"] = argparse.BooleanOptionalAction

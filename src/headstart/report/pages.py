@@ -1,5 +1,9 @@
 """Run reports: one self-contained static HTML page per run folder (and per `curve` study).
 
+Size (over ~600 lines, on purpose): the page's sections, one function each, read top to
+bottom in the order the page shows them and share the small HTML helpers at the top; the
+plots and the file schema already live apart.
+
 :func:`write_report` reads what a run left in its folder and writes ``report.html`` beside it
 (atomically):
 
@@ -250,6 +254,26 @@ def _decisions_section(decisions: Decisions, metrics: Metrics) -> list[str]:
     chosen = decisions.get("chosen")
     if decisions.get("reasons"):
         out.append("<ol>" + "".join(f"<li>{_e(r)}</li>" for r in decisions["reasons"]) + "</ol>")
+    steps = decisions.get("steps") or []
+    if steps:
+        budget = (decisions.get("budget") or {}).get("time_budget_s")
+        out.append(
+            f"<h3>Time per step{f' (budget {budget:g} s)' if budget else ''}</h3>"
+            + _table(
+                ["step", "done", "seconds", "estimated cost (s)", "why", "runs it"],
+                [
+                    [
+                        st["name"],
+                        st["action"],
+                        "" if "seconds" not in st else f"{st['seconds']:.1f}",
+                        "" if "estimated_s" not in st else f"{st['estimated_s']:.0f}",
+                        st["reason"],
+                        st.get("flag", ""),
+                    ]
+                    for st in steps
+                ],
+            )
+        )
     if rungs:
         rows = [
             [

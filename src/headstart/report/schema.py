@@ -104,6 +104,7 @@ class SplitMetrics(TypedDict):
     roc_auc: float | None
     ece: float
     reliability: list[ReliabilityBin]
+    accuracy_se: NotRequired[float]  # binomial standard error (the test split of a fit)
 
 
 class ShortMetrics(TypedDict, total=False):
@@ -212,6 +213,39 @@ class BaselineResult(TypedDict):
     seconds: float
 
 
+class PlanStep(TypedDict):
+    """One step of a fit under its time budget (:class:`headstart.plan.Step`): what ran,
+    was shrunk or was skipped, its seconds or estimated cost, and the flag that runs it."""
+
+    name: str
+    action: str
+    reason: str
+    seconds: NotRequired[float]
+    estimated_s: NotRequired[float]
+    expected_gain: NotRequired[float]
+    flag: NotRequired[str]
+
+
+class SkippedRung(TypedDict):
+    """A fine-tuning rung the cost model did not start."""
+
+    step: str
+    reason: str
+    estimated_s: float | None
+    expected_gain: float | None
+    flag: str | None
+
+
+class TestSubset(TypedDict):
+    """The stratified test subset a budgeted fit scored instead of the whole split."""
+
+    n: int
+    of: int
+    reason: str
+    stratified: bool
+    seed: int
+
+
 class Metrics(TypedDict):
     """``metrics.json`` of a fit. ``val`` and ``test`` are the final model's scores;
     ``extract_*`` the linear probe's beside a fine-tuned model."""
@@ -232,6 +266,9 @@ class Metrics(TypedDict):
     baseline: NotRequired[BaselineResult]
     timings: Timings
     extraction: dict[str, ExtractionInfo]
+    test_subset: NotRequired[TestSubset]
+    steps: NotRequired[list[PlanStep]]
+    time_budget_s: NotRequired[float]
 
 
 # ---------------------------------------------------------------------------- decisions.json
@@ -292,6 +329,10 @@ class Decisions(TypedDict):
     backbone: NotRequired[BackboneChoice]
     ladder: NotRequired[dict[str, Any]]
     learning_curve: NotRequired[LearningCurve]
+    domain: NotRequired[dict[str, Any]]
+    skipped: NotRequired[list[SkippedRung]]
+    steps: NotRequired[list[PlanStep]]
+    budget: NotRequired[dict[str, Any]]
 
 
 # ------------------------------------------------------------------------------- config.json
@@ -313,6 +354,9 @@ class ResolvedConfig(TypedDict):
     backbone: dict[str, Any]
     modality: str
     out: NotRequired[str]
+    image_size: NotRequired[int | None]  # the input size the fit used (images)
+    native_size: NotRequired[int | None]  # the data's own image size (median longer side)
+    n_test: NotRequired[int]  # test examples scored (a stated subset under a budget)
 
 
 class RunConfig(TypedDict):

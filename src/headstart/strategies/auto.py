@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from ..errors import ConfigError
 from .base import Context, StrategyResult, short_metrics
 from .extract import Extract
 from .finetune import RUNG_FIELDS, Finetune
-from .ladder import Decision, Rung, choose, next_step
+from .ladder import Decision, Rung, choose, gate, next_step
 
 log = logging.getLogger("headstart")
 
@@ -35,6 +36,9 @@ class LadderResult:
     reasons: list[str] = field(default_factory=list)
     learning_curve: dict[str, Any] | None = None
     ladder: dict[str, Any] | None = None
+    #: rungs refused before they started: their estimated cost, expected gain and flag
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    domain: dict[str, Any] | None = None
 
     def decisions(self, strategy: str) -> dict[str, Any]:
         """``decisions.json``: each rung's score, cost and the reasons for each step."""
@@ -44,6 +48,10 @@ class LadderResult:
             out["ladder"] = self.ladder
         if self.learning_curve is not None:
             out["learning_curve"] = self.learning_curve
+        if self.domain is not None:
+            out["domain"] = self.domain
+        if self.skipped:
+            out["skipped"] = list(self.skipped)
         out["chosen"] = chosen.label
         out["rungs"] = [
             {
@@ -112,6 +120,13 @@ def run_strategy(
         raise ConfigError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
     ladder = ladder or LadderConfig()
     ft_cfg = finetune or FinetuneConfig()
+    t0 = time.perf_counter()
+    ctx.pristine("train")
+    if ctx.val is not None:
+        ctx.pristine("val")
+    n_extracted = len(ctx.train) + (0 if ctx.val is None else len(ctx.val))
+    extract_ms = 1000 * (time.perf_counter() - t0) / max(1, n_extracted)
+    ctx.reserve_s = ctx.n_score * extract_ms / 1000
     first = Extract(extract, head_params).fit(ctx)
     rungs = [_rung(first)]
     results = [first]
@@ -124,6 +139,7 @@ def run_strategy(
     n_groups = len(ctx.backbone.layer_groups())
     if strategy == "auto":
         out.learning_curve = learning_curve(ctx, ctx.seed)
+        out.domain = _domain(ctx)
     counts = ctx.train.class_counts() + ctx.val.class_counts()
     while True:
         if strategy == "finetune":
@@ -142,16 +158,21 @@ def run_strategy(
                 n_groups=n_groups,
                 n_val=len(ctx.val),
                 cfg=ladder,
-                time_left_s=ctx.time_left(),
+                time_left_s=None,  # the cost gate below weighs the time left
                 curve_slope=(out.learning_curve or {}).get("slope_per_doubling"),
             )
+            if decision.action == "finetune":
+                decision = _gate(ctx, decision, rungs, first, ft_cfg, ladder, out, extract_ms)
         out.reasons.append(decision.reason)
         if ctx.progress:
             log.info("ladder: %s", decision.reason)
         if decision.action != "finetune":
             break
         tuned = Finetune(
-            ft_cfg, unfreeze=decision.unfreeze, measure_forgetting=measure_forgetting
+            ft_cfg,
+            unfreeze=decision.unfreeze,
+            measure_forgetting=measure_forgetting,
+            budgeted=strategy == "auto",
         ).fit(ctx, first)
         results.append(tuned)
         rungs.append(_rung(tuned))
@@ -163,6 +184,81 @@ def run_strategy(
             out.reasons.append(why)
         out.chosen = results[rungs.index(best)]
     return out
+
+
+def _domain(ctx: Context) -> dict[str, Any] | None:
+    """Near or far from the pretraining domain, measured on the training features."""
+    from ..errors import HeadstartError
+    from ..selection.domain import domain_distance
+
+    try:
+        report = domain_distance(ctx.backbone, ctx.pristine("train"))
+    except (HeadstartError, ValueError) as exc:  # no reference, too few examples
+        log.debug("no domain measurement: %s", exc)
+        return None
+    return {"verdict": report.verdict, "distance": report.distance, "reasons": report.reasons}
+
+
+def _gate(
+    ctx: Context,
+    decision: Decision,
+    rungs: list[Rung],
+    first: StrategyResult,
+    ft_cfg: FinetuneConfig,
+    ladder: LadderConfig,
+    out: LadderResult,
+    extract_ms: float,
+) -> Decision:
+    """The cost model's say on a proposed rung: its expected gain against what validation can
+    resolve, then its cost (a floor from the extraction speed; if that fits, a measured probe)
+    against the time left. A refused rung is recorded in ``out.skipped``."""
+    from ..plan import finetune_estimate, predicted_gain
+    from .training import measure_step
+
+    assert ctx.val is not None
+    best = max(r.val_accuracy for r in rungs)
+    verdict = (out.domain or {}).get("verdict")
+    common: dict[str, Any] = {
+        "best_val_accuracy": best,
+        "n_val": len(ctx.val),
+        "cfg": ladder,
+        "expected_gain": predicted_gain(best, verdict),
+        "budget_s": ctx.budget_s,
+    }
+    gated = gate(decision, **common)
+    left = ctx.time_left()
+    if gated.action == "finetune" and left is not None:
+        cfg = copy.deepcopy(ft_cfg)
+        cfg.unfreeze = decision.unfreeze
+        n_train, n_val = len(ctx.train), len(ctx.val)
+        # training costs at least a forward and a backward pass (~3 forwards) per example
+        floor = 3 * extract_ms / 1000 * n_train * cfg.epochs
+        if floor > left:
+            gated = gate(decision, **common, estimate_s=floor, time_left_s=left, lower_bound=True)
+        else:
+            step_s, eval_ms = measure_step(
+                ctx.backbone, first.probe.to_torch(), ctx.train, cfg, seed=ctx.seed
+            )
+            estimate = finetune_estimate(
+                step_s_per_example=step_s,
+                eval_ms_per_example=eval_ms,
+                n_train=n_train,
+                n_val=n_val,
+                n_test=0,
+                epochs=cfg.epochs,
+            )
+            gated = gate(decision, **common, estimate_s=estimate, time_left_s=ctx.time_left())
+    if gated is not decision:
+        out.skipped.append(
+            {
+                "step": f"fine-tuning the top {decision.unfreeze} groups",
+                "reason": gated.reason,
+                "estimated_s": gated.estimated_s,
+                "expected_gain": gated.expected_gain,
+                "flag": gated.flag,
+            }
+        )
+    return gated
 
 
 def deadline(time_budget_s: float | None, started: float | None = None) -> float | None:

@@ -41,6 +41,11 @@ class Context:
     progress: bool = False
     checkpoint_dir: Path | None = None
     deadline: float | None = None  # time.perf_counter() value after which no rung starts
+    budget_s: float | None = None  # the whole budget the deadline came from (for messages)
+    #: examples the caller scores after the fit (a test split): their extraction time, at the
+    #: speed measured on train and validation, is kept out of the ladder's time
+    n_score: int = 0
+    reserve_s: float = 0.0  # set by run_strategy once the extraction speed is measured
     train_features: np.ndarray | None = None
     val_features: np.ndarray | None = None
 
@@ -56,7 +61,9 @@ class Context:
         return value
 
     def time_left(self) -> float | None:
-        return None if self.deadline is None else self.deadline - time.perf_counter()
+        if self.deadline is None:
+            return None
+        return self.deadline - self.reserve_s - time.perf_counter()
 
 
 @dataclass

@@ -46,11 +46,15 @@ class Finetune:
         *,
         unfreeze: int | None = None,
         measure_forgetting: bool = True,
+        budgeted: bool = False,
     ) -> None:
         self.config = copy.deepcopy(config or FinetuneConfig())
         if unfreeze is not None:
             self.config.unfreeze = unfreeze
         self.measure_forgetting = measure_forgetting
+        #: stop after the epoch that passes the context's deadline (ladder rungs); a rung the
+        #: user asked for by name runs all its epochs
+        self.budgeted = budgeted
 
     def groups(self, backbone: Any) -> int:
         """How many layer groups this strategy trains on ``backbone``."""
@@ -69,7 +73,7 @@ class Finetune:
         backbone = copy.deepcopy(pristine)
         head = copy.deepcopy(start.probe)
         reference = {n: p.detach().clone() for n, p in pristine.named_parameters()}
-        left = ctx.time_left()
+        left = ctx.time_left() if self.budgeted else None
         model, res = finetune(
             backbone,
             head.to_torch(),

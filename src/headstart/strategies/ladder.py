@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import LadderConfig
+from ..plan import budget_flag, format_duration, resolvable_gain
 
 
 @dataclass
@@ -54,6 +55,11 @@ class Decision:
     action: str  # "finetune" | "stop"
     unfreeze: int
     reason: str
+    #: a rung not started for its cost or its resolution: what it would have cost, gained,
+    #: and the flag that runs it (``decisions.json``'s ``steps``)
+    estimated_s: float | None = None
+    expected_gain: float | None = None
+    flag: str | None = None
 
 
 def _pts(x: float) -> str:
@@ -149,17 +155,64 @@ def next_step(
     if last.unfreeze >= n_groups:
         return Decision("stop", 0, f"{said}: every group is already unfrozen, stopped")
     k = min(last.unfreeze + cfg.step, n_groups)
-    if time_left_s is not None:
-        estimate = last.seconds * k / max(1, last.unfreeze)
-        if estimate > time_left_s:
-            return Decision(
-                "stop",
-                0,
-                (
-                    f"{said}: the next rung would take about {estimate:.0f} s "
-                    f"but {max(0.0, time_left_s):.0f} s of the budget are left, stopped"
-                ),
-            )
     return Decision(
         "finetune", k, f"{said}; unfreezing {k - last.unfreeze} more ({k} of {n_groups})"
     )
+
+
+def gate(
+    decision: Decision,
+    *,
+    best_val_accuracy: float,
+    n_val: int,
+    cfg: LadderConfig,
+    estimate_s: float | None = None,
+    time_left_s: float | None = None,
+    budget_s: float | None = None,
+    expected_gain: float | None = None,
+    lower_bound: bool = False,
+) -> Decision:
+    """Start the rung ``decision`` proposes only if it can pay for itself.
+
+    Two checks, before the rung costs anything: its ``expected_gain`` (an optimistic bound,
+    :func:`headstart.plan.predicted_gain`) must reach what ``n_val`` validation examples
+    resolve, the margin :func:`choose` will demand of it; and its estimated cost must fit in
+    ``time_left_s``. ``lower_bound`` marks an estimate that is only a floor ("at least").
+    A refused rung comes back as a ``stop`` with its cost, expected gain and the flag that
+    runs it.
+    """
+    if decision.action != "finetune":
+        return decision
+    what = f"fine-tuning the top {decision.unfreeze} groups"
+    margin = resolvable_gain(best_val_accuracy, n_val, cfg.noise_z)
+    if expected_gain is not None and expected_gain < margin:
+        return Decision(
+            "stop",
+            0,
+            (
+                f"{what}: expected gain at most {_pts(expected_gain)}, below the "
+                f"{_pts(margin)} that {n_val} validation examples can resolve "
+                f"({cfg.noise_z:g} standard errors): not started, since the ladder could not "
+                "keep it over the cheaper rung"
+            ),
+            estimated_s=estimate_s,
+            expected_gain=expected_gain,
+            flag=f"--strategy finetune --unfreeze {decision.unfreeze}",
+        )
+    if estimate_s is not None and time_left_s is not None and estimate_s > time_left_s:
+        gain = f"expected gain at most {_pts(expected_gain)}; " if expected_gain is not None else ""
+        flag = budget_flag((budget_s or 0.0) - time_left_s + 1.25 * estimate_s)
+        return Decision(
+            "stop",
+            0,
+            (
+                f"{what} would take {'at least' if lower_bound else '~'}"
+                f"{' ' if lower_bound else ''}{format_duration(estimate_s)} here, "
+                f"{format_duration(max(0.0, time_left_s))} of the budget are left; "
+                f"{gain}run with {flag}"
+            ),
+            estimated_s=estimate_s,
+            expected_gain=expected_gain,
+            flag=flag,
+        )
+    return decision

@@ -432,3 +432,68 @@ def finetune(
         p.requires_grad_(False)
     del frozen_groups
     return raw_model, result
+
+
+def measure_step(
+    backbone: Backbone,
+    head: nn.Module,
+    train: Examples,
+    cfg: FinetuneConfig,
+    *,
+    steps: int = 2,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """The cost-model probe of a fine-tuning rung: (training seconds per example, evaluation
+    milliseconds per example), timed on ``steps`` batches after one warm-up batch.
+
+    ``backbone`` and ``head`` are copied: the probe trains the copies (the same groups
+    unfrozen, the same batch, augmentation and precision as :func:`finetune`) and throws
+    them away, so it never changes the rung it measures.
+    """
+    import copy
+
+    backbone = copy.deepcopy(backbone)
+    model = TransferModel(backbone, copy.deepcopy(head))
+    trainable_groups, _ = select_groups(backbone, cfg.unfreeze)
+    apply_freeze(backbone, trainable_groups)
+    groups, _ = param_groups(model, trainable_groups, cfg)
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
+    channels_last = backbone.modality == "image" and not torch.cuda.is_available()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = model.to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    augment = cfg.augment if cfg.augment is not None else backbone.modality == "image"
+    maker = BatchMaker(train, backbone.preprocess, train=True, augment=augment, seed=seed)
+    eval_maker = BatchMaker(train, backbone.preprocess, train=False, augment=False)
+    n = min(cfg.batch_size, len(train))
+    idx = list(range(n))
+    loss_fn = nn.CrossEntropyLoss()
+
+    def train_step() -> None:
+        inputs, y = maker(idx)
+        inputs = {k: v.to(device) for k, v in inputs.items()}
+        set_train_mode(model, cfg.bn)
+        loss = loss_fn(model(**inputs).float(), y.to(device))
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    def eval_step() -> None:
+        inputs, _ = eval_maker(idx)
+        model.eval()
+        with torch.inference_mode():
+            model(**{k: v.to(device) for k, v in inputs.items()})
+
+    train_step()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        train_step()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    t1 = time.perf_counter()
+    eval_step()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    t2 = time.perf_counter()
+    return (t1 - t0) / (steps * n), 1000 * (t2 - t1) / n

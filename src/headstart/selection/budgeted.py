@@ -1,0 +1,181 @@
+"""``--backbone auto`` under a time budget: rank the candidates the budget can afford.
+
+Used by :func:`headstart.fit.fit_run`. The cost rules are the pure functions of
+:mod:`headstart.plan`; this module measures the speeds they need and runs the ranking of
+:mod:`headstart.selection.rank` on the candidates they keep.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any
+
+from ..backbones.sizing import input_size, load_sized
+from ..config import FitConfig
+from ..data.base import Splits
+from ..errors import HeadstartError
+from ..plan import (
+    LOAD_S,
+    MIN_TEST,
+    Budget,
+    Step,
+    budget_flag,
+    estimate_ms,
+    format_duration,
+    plan_ranking,
+)
+from .cost import measure_cost
+
+__all__ = ["choose_within_budget", "probe_speed"]
+
+log = logging.getLogger("headstart")
+
+
+def probe_speed(backbone: Any, cfg: FitConfig, splits: Splits) -> float:
+    """Extraction milliseconds per example of ``backbone`` here (a short measured probe)."""
+    return measure_cost(
+        backbone,
+        splits.train,
+        engine=cfg.extract.engine,
+        batch_size=cfg.extract.batch_size,
+        n=32,
+    )
+
+
+def choose_within_budget(
+    cfg: FitConfig, splits: Splits, progress: bool, budget: Budget, native: int | None
+) -> tuple[str, dict[str, Any]]:
+    """``--backbone auto``: rank the installed candidates the budget can afford.
+
+    The modality's default backbone is measured first (a short probe); every other
+    candidate's speed is estimated from it and the model cards' FLOPs
+    (:func:`headstart.plan.estimate_ms`). A candidate whose extraction of the whole job would
+    not fit the budget is not extracted; the rest are ranked on a sample of the training
+    split (through the same feature cache as the fit) when that fits a quarter of the
+    budget, and the best-ranked one whose *measured* cost fits is chosen. Otherwise the
+    default is used, and the reason says what ranking would have cost and the flag that
+    buys it. With one candidate (or ``--no-pretrained``) there is nothing to rank.
+    """
+    from ..backbones.names import GFLOPS, PRETRAINING_SIZE
+    from ..backbones.registry import DEFAULT_BACKBONE
+    from .rank import candidates, rank_backbones
+
+    bb = cfg.backbone
+    modality = splits.train.modality
+    names = candidates(modality) if bb.pretrained else []
+    default = DEFAULT_BACKBONE[modality]
+    if default not in names and names:
+        default = names[0]
+    if len(names) < 2:
+        why = (
+            "random initialisation: nothing to rank"
+            if not bb.pretrained
+            else f"{len(names)} {modality} backbone(s) installed: nothing to rank"
+        )
+        return default, {"chosen": default, "reason": f"backbone {default} ({why})", "table": None}
+    t0 = time.perf_counter()
+    d_bb, d_size = load_sized(default, cfg.backbone, native)
+    d_ms = probe_speed(d_bb, cfg, splits)
+    del d_bb
+    budget.add(
+        Step(
+            "speed probe",
+            "ran",
+            f"{default}: {d_ms:.1f} ms per example here (the other candidates' speeds are "
+            "estimated from it and their FLOPs)",
+            seconds=round(time.perf_counter() - t0, 2),
+        )
+    )
+    t0 = time.perf_counter()
+
+    def planned(name: str) -> tuple[int | None, int | None]:
+        if modality != "image":
+            return None, None
+        pre = PRETRAINING_SIZE.get(name, 224)
+        return bb.image_size or input_size(native, pre, name), pre
+
+    d_pre = planned(default)[1]
+    d_flops = GFLOPS.get(default, 0.0) * ((d_size / d_pre) ** 2 if d_size and d_pre else 1.0)
+    estimates: dict[str, float | None] = {}
+    for name in names:
+        size, pre = planned(name)
+        estimates[name] = (
+            d_ms
+            if name == default
+            else estimate_ms(d_ms, d_flops, GFLOPS.get(name), size or 1, pre or 1)
+        )
+    n_test = len(splits.test) if splits.test is not None else 0
+    n_job = len(splits.train) + len(splits.val) + min(n_test, MIN_TEST)
+    sample = min(bb.rank_sample, len(splits.train))
+    to_rank, steps = plan_ranking(
+        estimates, default=default, n_job=n_job, sample=sample, budget_s=budget.left()
+    )
+    for st in steps:
+        budget.add(st)
+    est_text = ", ".join(
+        f"{n} ~{ms:.0f} ms" for n, ms in sorted(estimates.items(), key=lambda kv: kv[1] or 0) if ms
+    )
+    if len(to_rank) < 2:
+        full = sum((ms or 0.0) * sample / 1000 + LOAD_S for ms in estimates.values())
+        flag = budget_flag(full / 0.25 + budget.spent())
+        reason = (
+            f"backbone {default} (the {modality} default, {d_ms:.1f} ms per example here): "
+            f"ranking the {len(names)} installed {modality} backbones on {sample} examples "
+            f"would take ~{format_duration(full)} (estimated per example: {est_text}), more than "
+            f"the {format_duration(budget.total_s)} budget affords; {flag} ranks them"
+        )
+        budget.add(Step("rank backbones", "skipped", reason, estimated_s=round(full, 1), flag=flag))
+        log.info("%s", reason)
+        return default, {
+            "chosen": default,
+            "reason": reason,
+            "table": None,
+            "estimates_ms": estimates,
+            "ms_per_example": d_ms,
+        }
+    log.info(
+        "ranking %d of %d installed %s backbones on %d training examples (%s)",
+        len(to_rank), len(names), modality, sample, ", ".join(to_rank),
+    )  # fmt: skip
+    items: list[Any] = [load_sized(n, cfg.backbone, native)[0] for n in to_rank]
+    table = rank_backbones(
+        splits.train,
+        items,
+        sample=sample,
+        seed=cfg.seed,
+        cache_dir=cfg.extract.cache_dir,
+        progress=progress,
+        engine=cfg.extract.engine,
+        batch_size=cfg.extract.batch_size,
+        skip_failed=True,
+    )
+    del items
+    # the best-ranked candidate whose measured extraction of the job fits what is left
+    left = budget.left()
+    affordable = 1000 * left / max(1, n_job) if math.isfinite(left) else None
+    caps = [c for c in (affordable, bb.backbone_budget_ms) if c is not None]
+    cap = min(caps) if caps else None
+    try:
+        best = table.best(cap)
+    except HeadstartError:
+        best = table.row(default) if default in table.names() else table.rows[0]
+    within = (
+        f" among those whose extraction fits the budget ({cap:.1f} ms per example)"
+        if cap is not None
+        else ""
+    )
+    reason = (
+        f"backbone {best.name}: ranked first{within} of {len(table.rows)} ranked ("
+        f"{len(names)} installed {modality} backbones) by {table.primary} on {table.n} "
+        "training examples"
+    )
+    budget.add(Step("rank backbones", "ran", reason, seconds=round(time.perf_counter() - t0, 2)))
+    return best.name, {
+        "chosen": best.name,
+        "reason": reason,
+        "table": table.to_dict(),
+        "estimates_ms": estimates,
+        "ms_per_example": best.ms_per_example,
+    }

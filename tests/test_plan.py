@@ -1,0 +1,193 @@
+"""The cost model (headstart.plan), the rung gate and the input-size rule, on scripted costs
+and scores; then the gate inside the real ladder on a tiny backbone."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from headstart.backbones.sizing import input_size, native_size
+from headstart.config import FinetuneConfig, LadderConfig
+from headstart.data.base import Examples
+from headstart.plan import (
+    DEFAULT_TIME_BUDGET_S,
+    MIN_TEST,
+    RANK_SHARE,
+    TEST_SHARE,
+    estimate_ms,
+    finetune_estimate,
+    measured_ms,
+    plan_ranking,
+    plan_test_size,
+    predicted_gain,
+    resolvable_gain,
+)
+from headstart.strategies.ladder import Decision, gate
+
+
+def _rung(k: int = 2) -> Decision:
+    return Decision("finetune", k, f"fine-tuning the top {k} groups")
+
+
+# --------------------------------------------------------------------------- the gate
+def test_a_rung_over_budget_is_skipped_with_its_stated_cost():
+    d = gate(_rung(), best_val_accuracy=0.80, n_val=2000, cfg=LadderConfig(),
+             estimate_s=840.0, time_left_s=20.0, budget_s=60.0, expected_gain=0.08)  # fmt: skip
+    assert d.action == "stop" and d.estimated_s == 840.0 and d.expected_gain == 0.08
+    assert "~14 min" in d.reason and "20 s of the budget are left" in d.reason
+    assert "8.0 points" in d.reason
+    # the flag buys what was spent, the rung (with a quarter's slack), and nothing less
+    minutes = int(d.flag.removeprefix("--time-budget ").removesuffix("m"))
+    assert d.flag in d.reason and minutes * 60 >= 40 + 840
+    # the same rung with the time it needs is started
+    assert gate(_rung(), best_val_accuracy=0.80, n_val=2000, cfg=LadderConfig(),
+                estimate_s=840.0, time_left_s=900.0, budget_s=960.0,
+                expected_gain=0.08) == _rung()  # fmt: skip
+
+
+def test_a_rung_the_validation_split_cannot_resolve_is_skipped_before_it_costs_anything():
+    cfg = LadderConfig()
+    margin = resolvable_gain(0.84, 200, cfg.noise_z)
+    assert margin == pytest.approx(2 * math.sqrt(0.84 * 0.16 / 200))
+    d = gate(_rung(), best_val_accuracy=0.84, n_val=200, cfg=cfg,
+             expected_gain=margin - 0.001)  # fmt: skip
+    assert d.action == "stop" and "200 validation examples" in d.reason
+    assert d.flag == "--strategy finetune --unfreeze 2"
+    # five times the validation split resolves the same expected gain
+    assert gate(_rung(), best_val_accuracy=0.84, n_val=1000, cfg=cfg,
+                expected_gain=margin - 0.001).action == "finetune"  # fmt: skip
+    # noise_z=0 keeps the plain best, so nothing is unresolvable
+    assert gate(_rung(), best_val_accuracy=0.84, n_val=200, cfg=LadderConfig(noise_z=0),
+                expected_gain=0.0).action == "finetune"  # fmt: skip
+
+
+def test_predicted_gain_is_a_share_of_the_error_left_larger_far_from_the_source():
+    assert predicted_gain(0.8, "far") == pytest.approx(0.08)
+    assert predicted_gain(0.8, "near") < predicted_gain(0.8, "far")
+    assert predicted_gain(0.8, None) == predicted_gain(0.8, "far")  # unknown: optimistic
+    assert predicted_gain(1.0, "far") == 0.0
+
+
+@pytest.mark.parametrize(
+    ("step_ms", "eval_ms", "expected"),
+    [(500.0, 50.0, "stop"), (2.0, 0.5, "finetune")],  # a 2-core CPU vs a GPU, mobilenet_v2
+)
+def test_the_default_budget_buys_fine_tuning_on_a_fast_machine_only(step_ms, eval_ms, expected):
+    """One default budget; the measured speed decides (5,000 labels, 1,000 validation)."""
+    spent = 12.0  # data, backbone, extraction and the head, on either machine
+    estimate = finetune_estimate(step_s_per_example=step_ms / 1000, eval_ms_per_example=eval_ms,
+                                 n_train=4000, n_val=1000, n_test=0, epochs=5)  # fmt: skip
+    d = gate(_rung(), best_val_accuracy=0.85, n_val=1000, cfg=LadderConfig(),
+             estimate_s=estimate, time_left_s=DEFAULT_TIME_BUDGET_S - spent,
+             budget_s=DEFAULT_TIME_BUDGET_S, expected_gain=predicted_gain(0.85, "far"))  # fmt: skip
+    assert d.action == expected
+    if expected == "stop":
+        assert d.estimated_s == pytest.approx(estimate, rel=0.01) and "--time-budget" in d.flag
+
+
+# ------------------------------------------------------------------------ test split
+def test_the_test_split_is_subsampled_only_when_it_would_dominate_the_budget():
+    # 10,000 images at 12 ms: 120 s, more than 35 % of 60 s
+    n, why = plan_test_size(10_000, 12.0, 60.0)
+    assert n == int(TEST_SHARE * 60 / 0.012) and "10,000" in why and "--test-size all" in why
+    assert plan_test_size(10_000, 12.0, 60.0, requested="all") == (10_000, None)
+    assert plan_test_size(10_000, 12.0, 60.0, requested=500) == (500, None)
+    assert plan_test_size(10_000, 1.0, 60.0) == (10_000, None)  # 10 s: fits
+    assert plan_test_size(10_000, 12.0, math.inf) == (10_000, None)
+    # never below MIN_TEST, however slow the backbone
+    assert plan_test_size(10_000, 500.0, 60.0)[0] == MIN_TEST
+    assert plan_test_size(MIN_TEST - 100, 500.0, 60.0) == (MIN_TEST - 100, None)
+
+
+def test_measured_speed_counts_only_computed_extractions():
+    log = [
+        {"n": 800, "examples_per_s": 200.0, "cached": False},  # 4 s
+        {"n": 200, "examples_per_s": 100.0, "cached": False},  # 2 s
+        {"n": 5000, "examples_per_s": 1e6, "cached": True},  # read back: says nothing
+    ]
+    assert measured_ms(log) == pytest.approx(6.0)  # 6 s over 1,000 examples
+    assert measured_ms(log[2:]) is None
+
+
+# ---------------------------------------------------------------------------- ranking
+def test_ranking_leaves_out_what_the_budget_cannot_afford():
+    est = {"default": 10.0, "cheap": 12.0, "slow": 300.0, "unknown": None}
+    order, steps = plan_ranking(est, default="default", n_job=2500, sample=300, budget_s=60.0)
+    skipped = {s.name: s for s in steps}
+    # 300 ms x 2,500 = 750 s: not extracted at all, its estimate stated
+    assert skipped["rank slow"].estimated_s == 750.0 and "12 min" in skipped["rank slow"].reason
+    assert "unknown" in skipped["rank unknown"].reason
+    # default + cheap: 2 x 4 s load + (10 + 12) ms x 300 = 14.6 s < 25 % of 60 s
+    assert order == ["default", "cheap"]
+    # a smaller budget drops the costliest until ranking fits its share; one left: no ranking
+    order, steps = plan_ranking(est, default="default", n_job=2500, sample=300, budget_s=40.0)
+    assert order == ["default"] and any(s.name == "rank cheap" for s in steps)
+    assert all(s.flag and s.flag.startswith("--time-budget") for s in steps if s.estimated_s)
+    # unlimited: everything with a known cost is ranked, the default first
+    order, _ = plan_ranking(est, default="default", n_job=2500, sample=300, budget_s=math.inf)
+    assert order[0] == "default" and set(order) == set(est)
+    assert RANK_SHARE * 60 > 14.6 > RANK_SHARE * 40
+
+
+def test_estimated_speed_scales_with_flops_and_pixels():
+    # measured: 10 ms for a 0.3-GFLOP model run at its pretraining size
+    assert estimate_ms(10.0, 0.3, 0.6, 224, 224) == pytest.approx(20.0)
+    assert estimate_ms(10.0, 0.3, 0.6, 112, 224) == pytest.approx(5.0)
+    assert estimate_ms(10.0, 0.3, None, 224, 224) is None
+
+
+# ------------------------------------------------------------------------- input size
+def test_input_size_follows_the_data_and_respects_fixed_grids():
+    assert input_size(8, 224) == 96  # digits: the object must reach ~96 px
+    assert input_size(16, 224) == 128  # 8x, rounded up to a multiple of 32
+    assert input_size(28, 224) == 224  # Fashion-MNIST: 8x reaches the pretraining size
+    assert input_size(500, 224) == 224 and input_size(28, 260) == 224
+    assert input_size(8, 224, "hf:facebook/dinov2-small") == 224  # position embeddings
+    assert input_size(8, 224, "torchvision:vit_b_16") == 224
+    assert input_size(None, 240) == 240
+
+
+def test_native_size_reads_arrays_and_image_headers(tmp_path):
+    from PIL import Image
+
+    arr = Examples("image", np.zeros((3, 28, 20), np.uint8), np.array([0, 1, 0]), ["a", "b"])
+    assert native_size(arr) == 28
+    paths = []
+    for i, (w, h) in enumerate([(40, 30), (64, 48), (50, 50)]):
+        p = tmp_path / f"{i}.png"
+        Image.new("RGB", (w, h)).save(p)
+        paths.append(str(p))
+    assert native_size(Examples("image", paths, np.array([0, 1, 0]), ["a", "b"])) == 50
+    assert native_size(Examples("text", ["x", "y"], np.array([0, 1]), ["a", "b"])) is None
+
+
+# ------------------------------------------------------------- the gate in the ladder
+def _auto(tiny_vision_dir, tmp_path, budget):
+    from headstart.estimator import TransferClassifier
+    from test_strategies import noisy_images
+
+    x, y = noisy_images(80)
+    return TransferClassifier(
+        backbone=f"local-dir:{tiny_vision_dir}",
+        engine="torch",
+        cache_dir=str(tmp_path / "cache"),
+        strategy="auto",
+        time_budget_s=budget,
+        finetune=FinetuneConfig(epochs=1, batch_size=16),
+        ladder=LadderConfig(min_examples=20, min_per_class=5, max_rungs=1, noise_z=0.0),
+    ).fit(x, y)
+
+
+def test_the_ladder_measures_a_rung_and_skips_it_when_it_does_not_fit(tiny_vision_dir, tmp_path):
+    """A real probe on a tiny backbone: with no time left the rung is refused with its
+    measured estimate; with time, the same rung runs."""
+    starved = _auto(tiny_vision_dir, tmp_path, 1e-3)
+    assert [r["unfreeze"] for r in starved.decisions_["rungs"]] == [0]
+    (skip,) = starved.decisions_["skipped"]
+    assert skip["estimated_s"] > 0 and skip["flag"].startswith("--time-budget")
+    assert skip["reason"] in starved.decisions_["reasons"]
+    fed = _auto(tiny_vision_dir, tmp_path, 600.0)
+    assert [r["unfreeze"] for r in fed.decisions_["rungs"]] == [0, 2]
+    assert "skipped" not in fed.decisions_
