@@ -132,6 +132,7 @@ def main() -> None:
                 else:
                     hind = "- | -"
                 rows.append(row)
+                Path(args.json).write_text(json.dumps(rows, indent=2))  # after every row
                 se = f" ± {row['se']:.4f}" if row["se"] else ""
                 print(
                     f"| {name} | {budget} | {path} | {row['wall_s']:.1f} | "

@@ -13,6 +13,7 @@ from headstart.config import FinetuneConfig, LadderConfig
 from headstart.data.base import Examples
 from headstart.plan import (
     DEFAULT_TIME_BUDGET_S,
+    LOAD_S,
     MIN_TEST,
     RANK_SHARE,
     TEST_SHARE,
@@ -114,21 +115,23 @@ def test_measured_speed_counts_only_computed_extractions():
 # ---------------------------------------------------------------------------- ranking
 def test_ranking_leaves_out_what_the_budget_cannot_afford():
     est = {"default": 10.0, "cheap": 12.0, "slow": 300.0, "unknown": None}
-    order, steps = plan_ranking(est, default="default", n_job=2500, sample=300, budget_s=60.0)
+    # default + cheap: 2 x LOAD_S + (10 + 12) ms x 300
+    cost = 2 * LOAD_S + 22 * 0.3
+    big, small = 1.2 * cost / RANK_SHARE, 0.8 * cost / RANK_SHARE
+    order, steps = plan_ranking(est, default="default", n_job=2500, sample=300, budget_s=big)
     skipped = {s.name: s for s in steps}
-    # 300 ms x 2,500 = 750 s: not extracted at all, its estimate stated
-    assert skipped["rank slow"].estimated_s == 750.0 and "12 min" in skipped["rank slow"].reason
+    # 300 ms x 2,500 = 750 s: more than the budget, not extracted at all, its estimate stated
+    assert big < 750 and skipped["rank slow"].estimated_s == 750.0
+    assert "12 min" in skipped["rank slow"].reason
     assert "unknown" in skipped["rank unknown"].reason
-    # default + cheap: 2 x 4 s load + (10 + 12) ms x 300 = 14.6 s < 25 % of 60 s
     assert order == ["default", "cheap"]
     # a smaller budget drops the costliest until ranking fits its share; one left: no ranking
-    order, steps = plan_ranking(est, default="default", n_job=2500, sample=300, budget_s=40.0)
+    order, steps = plan_ranking(est, default="default", n_job=2500, sample=300, budget_s=small)
     assert order == ["default"] and any(s.name == "rank cheap" for s in steps)
     assert all(s.flag and s.flag.startswith("--time-budget") for s in steps if s.estimated_s)
     # unlimited: everything with a known cost is ranked, the default first
     order, _ = plan_ranking(est, default="default", n_job=2500, sample=300, budget_s=math.inf)
     assert order[0] == "default" and set(order) == set(est)
-    assert RANK_SHARE * 60 > 14.6 > RANK_SHARE * 40
 
 
 def test_estimated_speed_scales_with_flops_and_pixels():

@@ -19,6 +19,7 @@ from ..errors import HeadstartError
 from ..plan import (
     LOAD_S,
     MIN_TEST,
+    RANK_SHARE,
     Budget,
     Step,
     budget_flag,
@@ -53,7 +54,7 @@ def choose_within_budget(
     candidate's speed is estimated from it and the model cards' FLOPs
     (:func:`headstart.plan.estimate_ms`). A candidate whose extraction of the whole job would
     not fit the budget is not extracted; the rest are ranked on a sample of the training
-    split (through the same feature cache as the fit) when that fits a quarter of the
+    split (through the same feature cache as the fit) when that fits ``RANK_SHARE`` of the
     budget, and the best-ranked one whose *measured* cost fits is chosen. Otherwise the
     default is used, and the reason says what ranking would have cost and the flag that
     buys it. With one candidate (or ``--no-pretrained``) there is nothing to rank.
@@ -119,7 +120,7 @@ def choose_within_budget(
     )
     if len(to_rank) < 2:
         full = sum((ms or 0.0) * sample / 1000 + LOAD_S for ms in estimates.values())
-        flag = budget_flag(full / 0.25 + budget.spent())
+        flag = budget_flag(full / RANK_SHARE + budget.spent())
         reason = (
             f"backbone {default} (the {modality} default, {d_ms:.1f} ms per example here): "
             f"ranking the {len(names)} installed {modality} backbones on {sample} examples "
