@@ -79,6 +79,7 @@ def main() -> None:
     ap.add_argument("--budgets", default="60s")
     ap.add_argument("--hindsight", action="store_true")
     ap.add_argument("--json", default="/tmp/bench_ladder.json")
+    ap.add_argument("--keep", default=None, help="keep the run folders here (default: deleted)")
     args = ap.parse_args()
     rows: list[dict[str, Any]] = []
     print(f"load average at start: {os.getloadavg()[0]:.2f} ({os.cpu_count()} CPUs)")
@@ -86,7 +87,8 @@ def main() -> None:
         "| set | budget | chosen path | wall s | discarded | test accuracy | n test | best in hindsight | regret |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
-    with tempfile.TemporaryDirectory(prefix="bench-ladder-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-ladder-") as scratch:
+        tmp = args.keep or scratch
         for name in args.sets.split(","):
             if not _installed(name):
                 print(

@@ -69,6 +69,11 @@ def test_predicted_gain_is_a_share_of_the_error_left_larger_far_from_the_source(
     assert predicted_gain(0.8, "near") < predicted_gain(0.8, "far")
     assert predicted_gain(0.8, None) == predicted_gain(0.8, "far")  # unknown: optimistic
     assert predicted_gain(1.0, "far") == 0.0
+    # a measured learning curve caps it: 2 doublings far, 1 near, nothing when flat
+    assert predicted_gain(0.8, "far", curve_slope=0.02) == pytest.approx(0.04)
+    assert predicted_gain(0.8, "near", curve_slope=0.02) == pytest.approx(0.02)
+    assert predicted_gain(0.8, "far", curve_slope=-0.01) == 0.0
+    assert predicted_gain(0.8, "far", curve_slope=0.5) == pytest.approx(0.08)  # headroom wins
 
 
 @pytest.mark.parametrize(

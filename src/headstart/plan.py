@@ -74,6 +74,13 @@ RANK_SHARE = 0.15
 #: with distance from ImageNet). Unknown distance is treated as far: the planner must not
 #: skip a useful rung for lack of a measurement.
 RECOVERABLE = {"near": 0.15, "far": 0.4, "unknown": 0.4}
+#: What fine-tuning on n labels is worth, at most, in labels for extraction: two doublings
+#: (4x the labels) far from the source domain, one near it. Measured: every top-groups rung in
+#: benchmarks/RESULTS.md gained less than two doublings of its probe's learning curve
+#: (Fashion-MNIST 1,000: +3.0 validation points on a +2.0-per-doubling curve, then -1.2 on
+#: test; digits, MNIST: below extraction on test). Whole-network rungs with thousands of
+#: labels may gain more (issue 12): the bound is for the ladder's first, top-groups rung.
+DOUBLINGS = {"near": 1.0, "far": 2.0, "unknown": 2.0}
 
 
 def format_duration(seconds: float) -> str:
@@ -171,13 +178,21 @@ def resolvable_gain(val_accuracy: float, n_val: int, noise_z: float) -> float:
     return noise_z * se
 
 
-def predicted_gain(val_accuracy: float, domain: str | None) -> float:
+def predicted_gain(
+    val_accuracy: float, domain: str | None, curve_slope: float | None = None
+) -> float:
     """An optimistic upper bound on fine-tuning's validation gain over extraction.
 
-    A share (:data:`RECOVERABLE`, by domain verdict) of the error extraction leaves.
+    The smaller of two bounds: a share (:data:`RECOVERABLE`, by domain verdict) of the error
+    extraction leaves; and, when the learning curve was measured, what extraction itself
+    would gain from :data:`DOUBLINGS` more doublings of the labels at the curve's current
+    slope (``curve_slope``, accuracy per doubling; a flat curve bounds the gain at 0).
     """
-    share = RECOVERABLE.get(domain or "unknown", RECOVERABLE["unknown"])
-    return share * max(0.0, 1.0 - val_accuracy)
+    key = domain if domain in RECOVERABLE else "unknown"
+    bound = RECOVERABLE[key] * max(0.0, 1.0 - val_accuracy)
+    if curve_slope is not None:
+        bound = min(bound, DOUBLINGS[key] * max(0.0, curve_slope))
+    return bound
 
 
 def finetune_estimate(

@@ -222,7 +222,9 @@ def _gate(
         "best_val_accuracy": best,
         "n_val": len(ctx.val),
         "cfg": ladder,
-        "expected_gain": predicted_gain(best, verdict),
+        "expected_gain": predicted_gain(
+            best, verdict, (out.learning_curve or {}).get("slope_per_doubling")
+        ),
         "budget_s": ctx.budget_s,
     }
     gated = gate(decision, **common)
