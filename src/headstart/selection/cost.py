@@ -75,11 +75,10 @@ def measure_cost(
 
         timed(small, "warm")
         t_small, t_n = timed(small, "small"), timed(n, "n")
-    t0, t1, t2 = 0.0, t_small, t_small + t_n
-    extra = (t2 - t1) - (t1 - t0)
+    extra = t_n - t_small
     if n > small and extra > 0:
         return 1000.0 * extra / (n - small)
-    return 1000.0 * (t2 - t1) / n
+    return 1000.0 * t_n / n
 
 
 def extraction_cost(
