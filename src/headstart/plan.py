@@ -75,10 +75,10 @@ RANK_SHARE = 0.15
 #: skip a useful rung for lack of a measurement.
 RECOVERABLE = {"near": 0.15, "far": 0.4, "unknown": 0.4}
 #: What fine-tuning on n labels is worth, at most, in labels for extraction: two doublings
-#: (4x the labels) far from the source domain, one near it. Measured: every top-groups rung in
-#: benchmarks/RESULTS.md gained less than two doublings of its probe's learning curve
-#: (Fashion-MNIST 1,000: +3.0 validation points on a +2.0-per-doubling curve, then -1.2 on
-#: test; digits, MNIST: below extraction on test). Whole-network rungs with thousands of
+#: (4x the labels) far from the source domain, one near it. Measured (benchmarks/RESULTS.md,
+#: issue 11): Fashion-MNIST 1,000 with lite1 gained +3.0 validation points on a
+#: +2.0-per-doubling curve (bound 4.0); with mobilenet_v2 the rung lost 1.2 test points, and on
+#: digits and MNIST it scored below extraction on test. Whole-network rungs with thousands of
 #: labels may gain more (issue 12): the bound is for the ladder's first, top-groups rung.
 DOUBLINGS = {"near": 1.0, "far": 2.0, "unknown": 2.0}
 
