@@ -84,7 +84,7 @@ def test_the_default_budget_buys_fine_tuning_on_a_fast_machine_only(step_ms, eva
     """One default budget; the measured speed decides (5,000 labels, 1,000 validation)."""
     spent = 12.0  # data, backbone, extraction and the head, on either machine
     estimate = finetune_estimate(step_s_per_example=step_ms / 1000, eval_ms_per_example=eval_ms,
-                                 n_train=4000, n_val=1000, n_test=0, epochs=5)  # fmt: skip
+                                 n_train=4000, n_val=1000, epochs=5)  # fmt: skip
     d = gate(_rung(), best_val_accuracy=0.85, n_val=1000, cfg=LadderConfig(),
              estimate_s=estimate, time_left_s=DEFAULT_TIME_BUDGET_S - spent,
              budget_s=DEFAULT_TIME_BUDGET_S, expected_gain=predicted_gain(0.85, "far"))  # fmt: skip

@@ -201,14 +201,14 @@ def finetune_estimate(
     eval_ms_per_example: float,
     n_train: int,
     n_val: int,
-    n_test: int,
     epochs: int,
 ) -> float:
     """Seconds a fine-tuning rung would take: its epochs, validation after each, and the
-    tuned backbone's features of validation and test (a tuned model is scored on new features).
+    tuned backbone's features of validation (the test split's time is reserved by the caller,
+    ``Context.n_score``).
     """
     train = step_s_per_example * n_train * epochs
-    evaluate = eval_ms_per_example / 1000 * (n_val * (epochs + 1) + n_test)
+    evaluate = eval_ms_per_example / 1000 * n_val * (epochs + 1)
     return train + evaluate
 
 

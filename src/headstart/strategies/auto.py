@@ -246,7 +246,6 @@ def _gate(
                 eval_ms_per_example=eval_ms,
                 n_train=n_train,
                 n_val=n_val,
-                n_test=0,
                 epochs=cfg.epochs,
             )
             gated = gate(decision, **common, estimate_s=estimate, time_left_s=ctx.time_left())
