@@ -25,7 +25,19 @@ from headstart.heads import (
 FAST_MLP = {"hidden": 32, "lr": 1e-2, "max_epochs": 40, "batch_size": 32, "patience": 5}
 
 
-@parametrize_with_checks([LogisticHead(), MLPHead(**FAST_MLP)])
+# A weight of 2 is not the same fit as a duplicated row: the heads hold out a stratified part
+# of the rows to choose C / the epoch, and a duplicate can land on the other side of it.
+HOLDOUT_NOT_WEIGHT_INVARIANT = {
+    "check_sample_weight_equivalence_on_dense_data": "the internal hold-out (C / epoch "
+    "selection) splits rows: a duplicated row and a row of weight 2 are split differently"
+}
+
+
+@parametrize_with_checks(
+    [LogisticHead(), MLPHead(**FAST_MLP)],
+    expected_failed_checks=lambda est: HOLDOUT_NOT_WEIGHT_INVARIANT,
+    xfail_strict=True,
+)
 def test_sklearn_estimator_contract(estimator, check):
     check(estimator)
 

@@ -33,6 +33,7 @@ __all__ = [
     "bad_param",
     "check_class_weight",
     "check_number",
+    "check_sample_weights",
     "limit_threads",
 ]
 
@@ -124,14 +125,50 @@ def limit_threads(owner: str, n_threads: int | None, work: float) -> Iterator[No
         torch.set_num_threads(before)
 
 
+def check_sample_weights(owner: str, sample_weight: Any, n: int) -> np.ndarray:
+    """Per-example loss weights as float64 (n,): ones for None, else finite, >= 0, not all 0."""
+    if sample_weight is None:
+        return np.ones(n)
+    try:
+        w = np.asarray(sample_weight, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"sample_weight of {owner} must be numbers: {exc}") from exc
+    if w.ndim == 0:
+        w = np.full(n, float(w))
+    if w.shape != (n,):
+        raise DataError(
+            f"sample_weight of {owner} has shape {w.shape}, but there are {n} examples. "
+            "Pass one weight per example (shape (n_samples,))."
+        )
+    if not np.isfinite(w).all() or (w < 0).any():
+        raise DataError(
+            f"sample_weight of {owner} must be finite and >= 0; it has "
+            f"{int((~np.isfinite(w)).sum())} non-finite and {int((w < 0).sum())} negative "
+            "values."
+        )
+    if not w.sum() > 0:
+        raise DataError(f"sample_weight of {owner} is zero for every example; nothing to fit")
+    return w.copy()
+
+
 class FitData:
     """The arguments of a head's ``fit``, validated: ``X``, ``y_idx`` (class indices into
-    ``classes``), and ``X_val`` / ``y_val_idx`` (None when no validation data was given)."""
+    ``classes``), ``sample_weight`` (float64, ones when not given) and ``X_val`` /
+    ``y_val_idx`` (None when no validation data was given)."""
 
-    def __init__(self, owner: BaseEstimator, X: Any, y: Any, X_val: Any, y_val: Any) -> None:
+    def __init__(
+        self,
+        owner: BaseEstimator,
+        X: Any,
+        y: Any,
+        X_val: Any,
+        y_val: Any,
+        sample_weight: Any = None,
+    ) -> None:
         name = type(owner).__name__
         X, y = validate_data(owner, X, y, dtype=(np.float32, np.float64))
         check_classification_targets(y)
+        self.sample_weight = check_sample_weights(name, sample_weight, len(y))
         classes, y_idx = np.unique(y, return_inverse=True)
         if len(classes) < 2:
             raise DataError(

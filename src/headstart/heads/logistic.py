@@ -161,13 +161,17 @@ class LogisticHead(HeadBase):
         if self.path_patience is not None:
             check_number(name, "path_patience", self.path_patience, low=1, integer=True)
 
-    def fit(self, X: Any, y: Any, X_val: Any = None, y_val: Any = None) -> LogisticHead:
+    def fit(
+        self, X: Any, y: Any, X_val: Any = None, y_val: Any = None, sample_weight: Any = None
+    ) -> LogisticHead:
         """Fit on features `X` (n, d) and labels `y`; choose C on (`X_val`, `y_val`) if given.
 
         Without validation data and with C=None, a stratified `val_fraction` of `X` is held
-        out to choose C (and, with refit=True, put back for the final fit).
+        out to choose C (and, with refit=True, put back for the final fit). `sample_weight`
+        (n,) multiplies each training example's loss (and its share of 'balanced' class
+        weights); validation examples weigh by their class only.
         """
-        data = FitData(self, X, y, X_val, y_val)
+        data = FitData(self, X, y, X_val, y_val, sample_weight)
         work = data.X.shape[0] * data.X.shape[1] * len(data.classes)
         with limit_threads(type(self).__name__, self.n_threads, work):
             return self._fit(data)
@@ -181,12 +185,15 @@ class LogisticHead(HeadBase):
         # The training part and the validation part used to score C.
         X_va: np.ndarray | None
         y_va: np.ndarray | None
+        s_tr, s_va = data.sample_weight, None
         if data.X_val is not None and data.y_val_idx is not None:
             X_tr, y_tr, X_va, y_va = data.X, data.y_idx, data.X_val, data.y_val_idx
+            s_va = np.ones(len(y_va))
         elif self.C is None:
             tr, va = stratified_holdout(data.y_idx, self.val_fraction, self.random_state)
-            X_tr, y_tr = data.X[tr], data.y_idx[tr]
+            X_tr, y_tr, s_tr = data.X[tr], data.y_idx[tr], data.sample_weight[tr]
             X_va, y_va = (data.X[va], data.y_idx[va]) if len(va) else (None, None)
+            s_va = data.sample_weight[va]
         else:
             X_tr, y_tr, X_va, y_va = data.X, data.y_idx, None, None
 
@@ -195,19 +202,20 @@ class LogisticHead(HeadBase):
             (X_tr - std_tr[0]) / std_tr[1],
             y_tr,
             k,
-            class_weight_vector(y_tr, k, cw, data.classes),
+            class_weight_vector(y_tr, k, cw, data.classes, s_tr),
             data.X.dtype,
+            s_tr,
         )
         theta = np.zeros(k * d + k)
         total_iter = 0
         self.val_scores_: dict[float, dict[str, float]] = {}
 
-        if X_va is not None and y_va is not None:
+        if X_va is not None and y_va is not None and s_va is not None:
             thetas, self.val_scores_, total_iter = walk_C_path(
                 obj,
                 (X_va - std_tr[0]) / std_tr[1],
                 y_va,
-                class_weight_vector(y_va, k, cw, data.classes)[y_va],
+                class_weight_vector(y_va, k, cw, data.classes, s_va)[y_va] * s_va,
                 self.Cs if self.C is None else [self.C],
                 max_iter=self.max_iter,
                 tol=self.tol,
@@ -220,17 +228,19 @@ class LogisticHead(HeadBase):
 
         std = std_tr
         if X_va is None or self.refit:
-            if X_va is not None and y_va is not None:  # refit on train + val, warm-started
+            if X_va is not None and y_va is not None and s_va is not None:  # refit on all
                 X_all = np.concatenate([X_tr, X_va])
                 y_all = np.concatenate([y_tr, y_va])
+                s_all = np.concatenate([s_tr, s_va])
                 std = standardizer(X_all, self.standardize)
                 theta = restandardize(theta, k, d, std_tr, std)
                 obj = SoftmaxObjective(
                     (X_all - std[0]) / std[1],
                     y_all,
                     k,
-                    class_weight_vector(y_all, k, cw, data.classes),
+                    class_weight_vector(y_all, k, cw, data.classes, s_all),
                     data.X.dtype,
+                    s_all,
                 )
             obj.set_C(self.C_)
             theta, nit, hit_max = minimize_lbfgs(obj, theta, self.max_iter, self.tol)

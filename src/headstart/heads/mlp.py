@@ -117,9 +117,14 @@ class MLPHead(HeadBase):
         if self.random_state is not None:
             check_number(name, "random_state", self.random_state, low=0, integer=True)
 
-    def fit(self, X: Any, y: Any, X_val: Any = None, y_val: Any = None) -> MLPHead:
-        """Train on (`X`, `y`), early-stopping on (`X_val`, `y_val`) or an internal holdout."""
-        data = FitData(self, X, y, X_val, y_val)
+    def fit(
+        self, X: Any, y: Any, X_val: Any = None, y_val: Any = None, sample_weight: Any = None
+    ) -> MLPHead:
+        """Train on (`X`, `y`), early-stopping on (`X_val`, `y_val`) or an internal holdout.
+
+        `sample_weight` (n,) multiplies each training example's loss (and its share of
+        'balanced' class weights); validation examples weigh by their class only."""
+        data = FitData(self, X, y, X_val, y_val, sample_weight)
         hidden = self.hidden if isinstance(self.hidden, numbers.Integral) else 0
         batch = self.batch_size if isinstance(self.batch_size, numbers.Integral) else 0
         work = min(batch, data.X.shape[0]) * data.X.shape[1] * hidden
@@ -136,12 +141,15 @@ class MLPHead(HeadBase):
         )
         X_va: np.ndarray | None
         y_va: np.ndarray | None
+        s_va: np.ndarray | None = None
         if data.X_val is not None and data.y_val_idx is not None:
             X_tr, y_tr, X_va, y_va = data.X, data.y_idx, data.X_val, data.y_val_idx
+            s_tr = data.sample_weight
         else:
             tr, va = stratified_holdout(data.y_idx, self.val_fraction, seed)
-            X_tr, y_tr = data.X[tr], data.y_idx[tr]
+            X_tr, y_tr, s_tr = data.X[tr], data.y_idx[tr], data.sample_weight[tr]
             X_va, y_va = (data.X[va], data.y_idx[va]) if len(va) else (None, None)
+            s_va = data.sample_weight[va] if len(va) else None
 
         self.classes_ = data.classes
         self.mean_, self.scale_ = standardizer(X_tr, self.standardize)
@@ -150,13 +158,21 @@ class MLPHead(HeadBase):
             return torch.from_numpy(((a - self.mean_) / self.scale_).astype(np.float32))
 
         xt, yt = tensor(X_tr), torch.from_numpy(y_tr)
-        w_tr = torch.from_numpy(class_weight_vector(y_tr, k, self.class_weight, data.classes))
+        # per-example loss weights: class weight x sample weight
+        cw_tr = class_weight_vector(y_tr, k, self.class_weight, data.classes, s_tr)
+        w_tr = torch.from_numpy(cw_tr[y_tr] * s_tr)
         if X_va is not None and y_va is not None:
             xv, yv = tensor(X_va), torch.from_numpy(y_va)
-            w_va = torch.from_numpy(class_weight_vector(y_va, k, self.class_weight, data.classes))
+            s_v = np.ones(len(y_va)) if s_va is None else s_va
+            cw_va = class_weight_vector(y_va, k, self.class_weight, data.classes, s_v)
+            w_va = torch.from_numpy(cw_va[y_va] * s_v)
         else:
             xv, yv, w_va = xt, yt, w_tr
         w_tr, w_va = w_tr.float(), w_va.float()
+
+        def weighted_ce(logits: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+            ce = nn.functional.cross_entropy(logits, y, reduction="none")
+            return (ce * w).sum() / w.sum().clamp_min(1e-12)
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -174,7 +190,7 @@ class MLPHead(HeadBase):
                 total = 0.0
                 for start in range(0, n, bs):
                     idx = perm[start : start + bs]
-                    loss = nn.functional.cross_entropy(net(xt[idx]), yt[idx], weight=w_tr)
+                    loss = weighted_ce(net(xt[idx]), yt[idx], w_tr[idx])
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
@@ -182,7 +198,7 @@ class MLPHead(HeadBase):
                 losses.append(total / n)
                 net.eval()
                 with torch.no_grad():
-                    vloss = float(nn.functional.cross_entropy(net(xv), yv, weight=w_va))
+                    vloss = float(weighted_ce(net(xv), yv, w_va))
                 val_losses.append(vloss)
                 if vloss < best_loss - 1e-4 * max(abs(best_loss), 1e-3) or best_state is None:
                     best_loss, best_epoch = vloss, epoch

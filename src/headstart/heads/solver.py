@@ -48,7 +48,11 @@ def python_scalar(x: Any) -> Any:
 
 
 def class_weight_vector(
-    y_idx: np.ndarray, n_classes: int, class_weight: Any, classes: np.ndarray
+    y_idx: np.ndarray,
+    n_classes: int,
+    class_weight: Any,
+    classes: np.ndarray,
+    sample_weight: np.ndarray | None = None,
 ) -> np.ndarray:
     """Per-class loss weights (shape (n_classes,)) for labels `y_idx` (indices into classes).
 
@@ -56,16 +60,17 @@ def class_weight_vector(
     `classes`); index the result with `y_idx` for per-example weights.
 
     'balanced' gives ``n / (n_present * count_c)``, computed from the labels given (so the
-    weights of a validation set come from the validation labels); a dict maps labels to
-    weights (missing labels weigh 1); None weighs every class 1.
+    weights of a validation set come from the validation labels), with counts weighted by
+    `sample_weight` when given (so a weight of 2 counts like a duplicated example); a dict
+    maps labels to weights (missing labels weigh 1); None weighs every class 1.
     """
     if class_weight is None:
         return np.ones(n_classes)
     if isinstance(class_weight, str):  # 'balanced'
-        counts = np.bincount(y_idx, minlength=n_classes).astype(np.float64)
+        counts = np.bincount(y_idx, weights=sample_weight, minlength=n_classes).astype(np.float64)
         present = counts > 0
         out = np.ones(n_classes)
-        out[present] = len(y_idx) / (present.sum() * counts[present])
+        out[present] = counts.sum() / (present.sum() * counts[present])
         return out
     lookup = {python_scalar(k): float(v) for k, v in class_weight.items()}
     return np.array([lookup.get(python_scalar(c), 1.0) for c in classes], dtype=np.float64)
@@ -143,13 +148,20 @@ class SoftmaxObjective:
     twice the C, mapped back as ``W1 = u / 2 = -W0``.
 
     Parameters: `X` (n, d) features, `y_idx` (n,) class indices, `n_classes`, `cw` per-class
-    loss weights (see :func:`class_weight_vector`), `dtype` of the matrix products. Call
+    loss weights (see :func:`class_weight_vector`), `dtype` of the matrix products,
+    `sample_weight` optional per-example weights multiplied into the class weights. Call
     :meth:`set_C` before evaluating; calling the object with parameters in the solver's
     layout (:meth:`from_full`) gives ``(value, gradient)`` of the weight-averaged objective.
     """
 
     def __init__(
-        self, X: Any, y_idx: np.ndarray, n_classes: int, cw: np.ndarray, dtype: Any
+        self,
+        X: Any,
+        y_idx: np.ndarray,
+        n_classes: int,
+        cw: np.ndarray,
+        dtype: Any,
+        sample_weight: np.ndarray | None = None,
     ) -> None:
         self.dtype = np.dtype(dtype)
         self.sparse = sp.issparse(X)
@@ -164,7 +176,7 @@ class SoftmaxObjective:
         self.Y = np.zeros((len(y_idx), n_classes))
         self.Y[np.arange(len(y_idx)), y_idx] = 1.0
         self.y1 = (y_idx == 1).astype(np.float64)
-        self.w = cw[y_idx]
+        self.w = cw[y_idx] if sample_weight is None else cw[y_idx] * sample_weight
         self.sw = float(self.w.sum())
         self.l2 = 0.0
 

@@ -133,6 +133,11 @@ def run_strategy(
     out = LadderResult(first, first, results, rungs)
     if strategy == "extract":
         return out
+    if ctx.sample_weight is not None:
+        raise ConfigError(
+            f"strategy {strategy!r} does not honour sample_weight (fine-tuning trains on "
+            "unweighted batches); use strategy='extract', or drop sample_weight"
+        )
     if ctx.val is None:
         raise ConfigError(f"strategy {strategy!r} needs a validation split")
     out.ladder = ladder.to_dict()

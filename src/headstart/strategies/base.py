@@ -48,6 +48,8 @@ class Context:
     reserve_s: float = 0.0  # set by run_strategy once the extraction speed is measured
     train_features: np.ndarray | None = None
     val_features: np.ndarray | None = None
+    #: per-example loss weights of ``train`` (None: all 1); only extraction honours them
+    sample_weight: np.ndarray | None = None
 
     def pristine(self, split: str) -> np.ndarray:
         """Features of the pretrained backbone on ``"train"`` or ``"val"`` (computed once)."""

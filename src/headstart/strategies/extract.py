@@ -50,8 +50,9 @@ class Extract:
         t0 = time.perf_counter()
         F = ctx.pristine("train")
         y = ctx.train.labels
+        w = ctx.sample_weight
         if ctx.val is None:
-            head = self._head(ctx.seed).fit(F, y)
+            head = self._head(ctx.seed).fit(F, y, sample_weight=w)
             return StrategyResult(
                 "extract",
                 0,
@@ -65,12 +66,15 @@ class Extract:
         Fv = ctx.pristine("val")
         logistic = self.config.head == "logistic"
         probe = self._head(ctx.seed, **({"refit": False} if logistic else {}))
-        probe.fit(F, y, X_val=Fv, y_val=ctx.val.labels)
+        probe.fit(F, y, X_val=Fv, y_val=ctx.val.labels, sample_weight=w)
         val = classification_metrics(ctx.val.labels, probe.predict_proba(Fv), ctx.classes)
         head = probe
         if logistic:  # refit on train + val with the chosen C
             head = self._head(ctx.seed, C=float(probe.C_), refit=False)
-            head.fit(np.concatenate([F, Fv]), np.concatenate([y, ctx.val.labels]))
+            w_all = None if w is None else np.concatenate([w, np.ones(len(Fv))])
+            head.fit(
+                np.concatenate([F, Fv]), np.concatenate([y, ctx.val.labels]), sample_weight=w_all
+            )
         detail = {"val": short_metrics(val), "head_selection": _selection_info(probe)}
         return StrategyResult(
             "extract", 0, ctx.backbone, head, val, time.perf_counter() - t0, detail, probe=probe
