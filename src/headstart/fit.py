@@ -26,6 +26,7 @@ from ._env import machine, versions
 from ._io import atomic_write_json
 from .config import FitConfig
 from .data.base import Examples, Splits
+from .preflight import check_fit_config
 
 log = logging.getLogger("headstart")
 
@@ -99,6 +100,7 @@ def fit_run(cfg: FitConfig, *, progress: bool = True) -> RunResult:
     t_start = time.perf_counter()
     budget = Budget(cfg.time_budget_s, started=t_start)
     main = _is_main()
+    check_fit_config(cfg)
     out = Path(cfg.run_dir)
     seed_everything(cfg.seed)
     out.mkdir(parents=True, exist_ok=True)
@@ -425,6 +427,11 @@ def summarise(metrics: dict[str, Any], decisions: dict[str, Any] | None = None) 
     ft = metrics.get("finetune")
     if ft:
         f = ft["forgetting"]
+    if ft and ft.get("resumed_from"):
+        lines.append(
+            f"  fine-tuning resumed from epoch {ft['resumed_from']} (the checkpoint of an "
+            "interrupted run in this --out)"
+        )
         extra = (
             f", ImageNet top-1 agreement {f['source_top1_agreement']:.2f}"
             if "source_top1_agreement" in f

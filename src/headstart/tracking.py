@@ -17,6 +17,7 @@ the per-epoch training history as steps.
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 from collections.abc import Mapping
@@ -26,7 +27,7 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["TRACKERS", "Tracker", "log_run"]
+__all__ = ["TRACKERS", "Tracker", "check_tracker", "log_run"]
 
 TRACKERS = ("none", "tensorboard", "mlflow")
 
@@ -55,6 +56,22 @@ def _param_value(v: Any) -> Any:
     if isinstance(v, (int, float, bool)):
         return v
     return (v if isinstance(v, str) else json.dumps(v, default=str))[:6000]
+
+
+def check_tracker(kind: str) -> None:
+    """Fail now, before a run starts, when the package `kind` logs with is not importable
+    (rather than after the run, when the tracker opens)."""
+    if kind not in TRACKERS:
+        raise ConfigError(
+            f"The tracker must be one of {', '.join(TRACKERS)}. Got {kind!r} instead."
+        )
+    if kind == "none":
+        return
+    package = "tensorboard" if kind == "tensorboard" else "mlflow"
+    try:
+        importlib.import_module(package)
+    except ImportError:
+        raise _missing(package, kind) from None
 
 
 class Tracker:

@@ -80,6 +80,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     ft.add_argument("--epochs", type=int, default=5)
     ft.add_argument("--lr", type=float, default=1e-3)
     ft.add_argument("--lr-ratio", type=float, default=30.0)
+    p.add_argument(
+        "--skip-bad-files",
+        action="store_true",
+        help="skip unreadable inputs (each is reported) instead of stopping",
+    )
     ft.add_argument("--finetune-batch-size", type=int, default=32)
     ft.add_argument("--patience", type=int, default=2)
     ft.add_argument("--mixed-precision", default="auto", choices=("auto", "no", "bf16", "fp16"))
@@ -123,10 +128,15 @@ def run(args: argparse.Namespace) -> int:
         out=out,
         fractions=parse_fractions(args.fractions),
         strategies=_strategies(args.strategies),
+    from ..preflight import check_image_size, check_out_dir
+    from ..tracking import check_tracker
         seeds=args.seeds,
         backbone=args.backbone,
         text_column=args.text_column,
         image_column=args.image_column,
+    check_image_size(args.image_size)
+    check_out_dir(out)
+    check_tracker(args.track)
         label_column=args.label_column,
         test=args.test,
         train_size=args.train_size,
@@ -140,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         lr=args.lr,
         lr_ratio=args.lr_ratio,
+        skip_bad_files=args.skip_bad_files,
         finetune_batch_size=args.finetune_batch_size,
         patience=args.patience,
         mixed_precision=args.mixed_precision,

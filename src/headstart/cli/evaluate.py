@@ -22,6 +22,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-baseline", dest="baseline", action="store_false",
                    help="transcription models: skip the base model's WER (before)")  # fmt: skip
     p.add_argument("--out", help="also write the metrics to this JSON file")
+    p.add_argument(
+        "--skip-bad-files",
+        action="store_true",
+        help="skip unreadable inputs (each is reported) instead of stopping",
+    )
     p.set_defaults(func=run)
 
 
@@ -34,20 +39,31 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import DataError
     from ..estimator import load_model
     from ..metrics import classification_metrics
+    from ..preflight import check_out_file
+    from .messages import report_skipped
 
     if is_transcription_bundle(args.model):
         from .transcribe import evaluate
 
         return evaluate(args)
+    if args.out:
+        check_out_file(args.out)
     clf = load_model(args.model)
     columns = {
         "text_column": args.text_column,
         "image_column": args.image_column,
         "label_column": args.label_column,
     }
-    pool, test, _ = read_source(args.data, columns, "raise")
+    pool, test, _ = read_source(args.data, columns, "skip" if args.skip_bad_files else "raise")
     ex = test if test is not None else pool
-    classes = list(clf.classes_)
+    if ex.modality != clf.modality_:
+        raise DataError(
+            f"{args.model} is a model of {clf.modality_} data but {args.data} holds "
+            f"{ex.modality} data. Evaluate it on {clf.modality_} data (the kind it was trained "
+            "on), or give the model trained on this data."
+        )
+    report_skipped(ex)
+    classes = [str(c) for c in clf.classes_]
     unknown = sorted(set(ex.classes) - set(classes))
     if unknown:
         raise DataError(

@@ -67,7 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except HeadstartError as exc:
-        print(f"headstart {args.command}: error: {exc}", file=sys.stderr)
+        from .messages import cli_message
+
+        print(f"headstart {args.command}: error: {cli_message(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(

@@ -18,6 +18,11 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--test", help="explicit test file/folder")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache-dir", help="feature cache folder (default: the one `fit` uses)")
+    p.add_argument(
+        "--skip-bad-files",
+        action="store_true",
+        help="skip unreadable inputs (each is reported) instead of stopping",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
@@ -35,4 +40,5 @@ def load_splits(args: argparse.Namespace) -> Any:
         test=args.test,
         train_size=args.train_size,
         seed=args.seed,
+        on_error="skip" if args.skip_bad_files else "raise",
     )

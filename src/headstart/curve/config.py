@@ -37,6 +37,7 @@ class CurveConfig:
     test_fraction: float = 0.2
     image_size: int | None = None
     max_length: int | None = None
+    skip_bad_files: bool = False  # leave unreadable inputs out (each reported) instead of stopping
     # extraction and fine-tuning: the sections `headstart fit` uses, so a cell is a fit
     extract: ExtractConfig = field(default_factory=ExtractConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)

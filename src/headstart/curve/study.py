@@ -93,6 +93,7 @@ class Study:
             val_fraction=cfg.val_fraction,
             test_fraction=cfg.test_fraction,
             seed=0,
+            on_error="skip" if cfg.skip_bad_files else "raise",
         )
         if splits.test is None:  # pragma: no cover - load_data always makes a test split
             raise DataError(f"{cfg.data} has no test split; pass --test FILE.")

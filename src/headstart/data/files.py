@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import difflib
 import json
+import lzma
 import math
 import os
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +37,9 @@ TABLE_FORMATS: dict[str, str] = {
     ".pq": "parquet",
 }
 _COMPRESSED = {".gz", ".bz2", ".xz", ".zip", ".zst"}
+
+#: What a damaged compressed table raises while it is read (zlib, xz, zip).
+_ARCHIVE_ERRORS: tuple[type[BaseException], ...] = (zlib.error, lzma.LZMAError, zipfile.BadZipFile)
 
 LABEL_NAMES = ("label", "labels", "class", "target", "y", "category", "stars", "sentiment")
 TEXT_NAMES = ("text", "review", "sentence", "content", "body", "comment", "message", "document")
@@ -110,8 +116,11 @@ def read_frame(path: Path, fmt: str) -> tuple[pd.DataFrame, list[str]]:
         raise DataError(
             f"{path} is not UTF-8 text (byte {e.start} cannot be decoded). Save it as UTF-8."
         ) from None
-    except (pd.errors.ParserError, OSError, ValueError) as e:
-        raise DataError(f"Cannot read {path} as {fmt.upper()}: {e}") from None
+    except (pd.errors.ParserError, OSError, ValueError, EOFError, *_ARCHIVE_ERRORS) as e:
+        raise DataError(
+            f"Cannot read {path} as {fmt.upper()}: {e}. Check that the file is complete and "
+            "is what its name says."
+        ) from None
     if fmt == "json":
         try:
             records = json.loads(text) if text.strip() else []
@@ -266,6 +275,46 @@ def encode_labels(values: list[str]) -> tuple[np.ndarray, list[str]]:
     return np.array([index[v] for v in values], dtype=np.int64), names
 
 
+def _check_delimiter(path: Path, fmt: str, columns: list[str]) -> None:
+    """A one-column CSV whose header holds tabs is a TSV under the wrong name (and the
+    reverse): say so, rather than that no label column exists."""
+    if fmt not in ("csv", "tsv") or len(columns) != 1:
+        return
+    other, named, proper = ("\t", "comma", ".tsv") if fmt == "csv" else (",", "tab", ".csv")
+    if other not in columns[0]:
+        return
+    kind = "tab" if other == "\t" else "comma"
+    raise DataError(
+        f"{path} is read as {named}-separated ({fmt.upper()}, from its name) but its header "
+        f"row is {kind}-separated: {columns[0][:60]!r}. Rename the file to end in {proper} "
+        f"(or save it {named}-separated)."
+    )
+
+
+def _check_label_spellings(values: list[str], path: Path, column: str) -> None:
+    """Refuse labels that spell one class two ways (0/1 beside neg/pos, Pos beside pos): read
+    as they are they would silently make extra classes."""
+    names = sorted(set(values))
+    numbers = [v for v in names if _is_number(v)]
+    words = [v for v in names if not _is_number(v)]
+    if numbers and words:
+        raise DataError(
+            f"The label column {column!r} of {path} mixes numbers ({', '.join(numbers[:5])}) "
+            f"and words ({', '.join(words[:5])}), which would make {len(names)} classes. Use "
+            "one spelling per class (all numbers or all names) and run again."
+        )
+    by_case: dict[str, list[str]] = {}
+    for v in words:
+        by_case.setdefault(v.casefold(), []).append(v)
+    twins = [spellings for spellings in by_case.values() if len(spellings) > 1]
+    if twins:
+        shown = "; ".join(" / ".join(t) for t in twins[:5])
+        raise DataError(
+            f"The label column {column!r} of {path} spells classes in different cases "
+            f"({shown}), which would make them separate classes. Use one spelling per class."
+        )
+
+
 def _plural(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
@@ -317,6 +366,7 @@ def read_table(
     df, sources = read_frame(path, fmt)
     df.columns = [str(c) for c in df.columns]
     columns = list(df.columns)
+    _check_delimiter(path, fmt, columns)
     if len(df) == 0:
         raise DataError(f"{path} has no data rows (columns: {', '.join(columns) or 'none'}).")
     cells = {c: [_cell(v) for v in df[c].tolist()] for c in columns}
@@ -399,6 +449,7 @@ def read_table(
         idx, inputs = idx[good], [inputs[i] for i in good]
     if len(idx) == 0:
         raise DataError(f"No usable rows left in {path} after skipping {len(skipped)} bad ones.")
+    _check_label_spellings([raw_labels[i] for i in idx], path, label)
     labels, classes = encode_labels([raw_labels[i] for i in idx])
     return Examples(
         modality=modality,

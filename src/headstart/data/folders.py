@@ -8,13 +8,16 @@ are built on these two.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from headstart.errors import DataError
 
-__all__ = ["drop_unreadable", "is_hidden", "scan_class_folders"]
+__all__ = ["SPLIT_NAMES", "drop_unreadable", "is_hidden", "scan_class_folders"]
+
+log = logging.getLogger("headstart")
 
 
 def is_hidden(name: str) -> bool:
@@ -56,6 +59,7 @@ def scan_class_folders(
             f"No class sub-folders in {root}.{found} headstart expects one sub-folder per "
             f"class, named after the class: {root}/{first}, {root}/{second}, ..."
         )
+    _refuse_split_layout(root, class_dirs, kind)
     bad_ext = {e.lower() for e in unsupported}
     paths: list[str] = []
     labels: list[int] = []
@@ -75,6 +79,20 @@ def scan_class_folders(
                     odd.append(os.path.join(dirpath, f))
                 else:
                     ignored += 1
+        top = str(root / name)
+        deeper = [os.path.relpath(os.path.dirname(q), top) for q in paths[n_before:]]
+        deeper = [d for d in deeper if d != "."]
+        if deeper:
+            shown_dirs = sorted(set(deeper))
+            log.warning(
+                "%d %s files in sub-folders of %s (%s) are counted as class %r; to make those "
+                "sub-folders classes of their own, give a folder whose sub-folders are the classes",
+                len(deeper),
+                kind,
+                top,
+                ", ".join(shown_dirs[:3]) + (", ..." if len(shown_dirs) > 3 else ""),
+                name,
+            )
         if len(paths) == n_before and not odd:
             raise DataError(
                 f"Class folder {root / name} holds no {kind} files (looked for "
@@ -82,6 +100,37 @@ def scan_class_folders(
                 "or remove the folder."
             )
     return root, class_dirs, paths, labels, ignored, odd
+
+
+#: Folder names that hold splits, not classes.
+SPLIT_NAMES = frozenset(
+    {"train", "training", "test", "testing", "val", "valid", "validation", "dev"}
+)
+
+
+def _refuse_split_layout(root: Path, class_dirs: list[str], kind: str) -> None:
+    """A folder of splits (``data/train/cat``, ``data/test/cat``) read as one of classes would
+    train a classifier of 'train' against 'test'. Refuse it and name the folders to give."""
+    splits = [d for d in class_dirs if d.lower() in SPLIT_NAMES]
+    if len(splits) < 2 or len(splits) < len(class_dirs) / 2:
+        return
+    inner = [
+        {e for e in os.listdir(root / d) if (root / d / e).is_dir() and not is_hidden(e)}
+        for d in splits
+    ]
+    shared = sorted(set.intersection(*inner)) if inner else []
+    if not shared:
+        return
+    train = next((d for d in splits if d.lower().startswith("train")), splits[0])
+    test = next((d for d in splits if d.lower().startswith("test")), None)
+    val = next((d for d in splits if d.lower() in ("val", "valid", "validation", "dev")), None)
+    flags = (f" --test {root / test}" if test else "") + (f" --val {root / val}" if val else "")
+    raise DataError(
+        f"{root} holds split folders ({', '.join(splits)}), each with the same class "
+        f"sub-folders ({', '.join(shared[:4])}{', ...' if len(shared) > 4 else ''}), not one "
+        f"sub-folder per class: read as it is, the classes would be {', '.join(class_dirs)}. "
+        f"Give the training folder and the others as their splits: {root / train}{flags}"
+    )
 
 
 def drop_unreadable(

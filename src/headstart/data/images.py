@@ -114,7 +114,8 @@ def image_problem(path: str | os.PathLike[str], *, decode: bool = False) -> str 
     """Why `path` cannot be used as an image, in a few words, or None when it looks fine.
 
     Without `decode` only the header (and, for PNG, the chunk checksums) is verified, which is
-    fast; a JPEG cut short is then only found when it is decoded.
+    fast; a JPEG that does not end in its end-of-image marker is decoded in full, so one cut
+    short is found here too.
     """
     p = Path(path)
     try:
@@ -126,7 +127,7 @@ def image_problem(path: str | os.PathLike[str], *, decode: bool = False) -> str 
             return "empty file (0 bytes)"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            if decode:
+            if decode or _jpeg_cut_short(p):
                 with Image.open(p) as im:
                     im.load()
             else:
@@ -135,6 +136,21 @@ def image_problem(path: str | os.PathLike[str], *, decode: bool = False) -> str 
     except _DECODE_ERRORS as e:
         return _reason(e)
     return None
+
+
+def _jpeg_cut_short(p: Path) -> bool:
+    """True for a JPEG whose last bytes are not its end-of-image marker (FF D9).
+
+    Pillow's ``verify`` reads only a JPEG's header, so a download cut short passes it; the
+    marker test is two reads, and only a suspect file is then decoded in full to be sure
+    (some writers pad after the marker, which the decode accepts).
+    """
+    with open(p, "rb") as fh:
+        if fh.read(2) != b"\xff\xd8":
+            return False
+        fh.seek(max(0, p.stat().st_size - 64))
+        tail = fh.read().rstrip(b"\x00\r\n ")
+    return not tail.endswith(b"\xff\xd9")
 
 
 def check_images(

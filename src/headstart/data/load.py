@@ -8,6 +8,7 @@ carves the validation split, validates the result and describes it in
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -23,6 +24,7 @@ from headstart.data.split import stratified_split, stratified_subset
 from headstart.errors import ConfigError, DataError, did_you_mean
 
 BUILTIN_PREFIX = "builtin:"
+log = logging.getLogger("headstart")
 
 
 def _is_audio_folder(root: Path, sample: int = 200) -> bool:
@@ -281,6 +283,12 @@ def load_data(
     )
     if skipped:
         desc["skipped_examples"] = [f"{w}: {r}" for w, r in skipped[:20]]
+        log.warning(
+            "skipped %d unreadable input(s):\n%s%s",
+            len(skipped),
+            "\n".join(f"  {w}: {r}" for w, r in skipped[:20]),
+            f"\n  ... and {len(skipped) - 20} more" if len(skipped) > 20 else "",
+        )
     desc["summary"] = _summary(desc)
     return Splits(
         train=train_ex,

@@ -92,7 +92,7 @@ def _read_shard(npy: Path, verify: bool = True) -> np.ndarray | None:
             log.warning("feature shard %s failed its checksum; recomputing it", npy)
             return None
         arr = np.load(npy, allow_pickle=False)
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, TypeError):  # TypeError: a side file not an object
         return None
     if arr.shape != (meta["rows"], meta["dim"]):
         return None
@@ -230,8 +230,8 @@ def extract_features(
         "format": FORMAT_VERSION,
     }
     if manifest.exists():
-        old = json.loads(manifest.read_text())
-        if old.get("shard_size") != shard_size or old.get("n") != n:
+        old = _read_manifest(manifest)
+        if old is None or old.get("shard_size") != shard_size or old.get("n") != n:
             for f in path.glob("shard-*"):
                 f.unlink()
             todo = list(range(len(spans)))
@@ -267,6 +267,21 @@ def extract_features(
             )
     atomic_write_json(path / "complete.json", {**meta, "engine": engine_used})
     return FeatureSet(path, n, backbone.feature_dim, key, engine_used, seconds, cached, len(todo))
+
+
+def _read_manifest(manifest: Path) -> dict[str, Any] | None:
+    """The cache entry's manifest, or None when it is garbled (a disk error, a hand edit):
+    its shards cannot be trusted to be in this entry's row order, so they are recomputed."""
+    try:
+        old = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        why: str = str(exc)
+    else:
+        if isinstance(old, dict):
+            return old
+        why = f"a JSON {type(old).__name__}, not an object"
+    log.warning("feature cache manifest %s is unreadable (%s): recomputing", manifest, why)
+    return None
 
 
 def _barrier() -> None:

@@ -71,6 +71,7 @@ class FinetuneResult:
     examples_per_s: float
     start_val_accuracy: float | None = None  # the starting point's, when keep_start
     kept_start: bool = False  # no epoch beat the starting point: its weights are kept
+    resumed_from: int | None = None  # epochs a killed run had finished, when resumed from them
     tuned_state: dict[str, torch.Tensor] = field(repr=False, default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -297,9 +298,11 @@ def finetune(
         start_epoch = state["epoch"] + 1
         stopped = state.get("stopped", "")
         start = state.get("start")
-        log.info("resuming fine-tuning from %s after epoch %d", checkpoint, start_epoch)
+        resumed_from = start_epoch
+        log.info("resumed from epoch %d (checkpoint %s)", start_epoch, checkpoint)
 
     if checkpoint is None or not checkpoint.exists():
+    resumed_from: int | None = None
         start = None
         if cfg.keep_start:
             s_acc, s_loss = _evaluate(model, val_loader, acc)
@@ -445,6 +448,7 @@ def measure_step(
 ) -> tuple[float, float]:
     """The cost-model probe of a fine-tuning rung: (training seconds per example, evaluation
     milliseconds per example), timed on ``steps`` batches after one warm-up batch.
+        resumed_from=resumed_from,
 
     ``backbone`` and ``head`` are copied: the probe trains the copies (the same groups
     unfrozen, the same batch, augmentation and precision as :func:`finetune`) and throws
