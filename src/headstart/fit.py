@@ -355,10 +355,12 @@ def _drop_discarded_checkpoints(folder: Path, kept: int) -> None:
 
 
 def _write_report(out: Path, splits: Splits, test_proba: np.ndarray | None) -> None:
-    """errors.json and report.html; a plotting failure is logged, never loses the run."""
-    from .report import save_errors, write_report
+    """model/MODEL_CARD.md, errors.json and report.html; a failure is logged, never loses
+    the run."""
+    from .report import save_errors, write_model_card, write_report
 
     try:
+        write_model_card(out)  # reads the metrics and bundle just written
         if splits.test is not None and test_proba is not None:
             save_errors(out, splits.test, splits.test.labels, test_proba)
         write_report(out)

@@ -459,6 +459,21 @@ def _forgetting_section(ft: FinetuneDetail) -> list[str]:
     return out
 
 
+def _card_section(run_dir: Path) -> list[str]:
+    """The model card (``model/MODEL_CARD.md``), linked and shown as written."""
+    from .card import CARD_FILE, model_card
+
+    if not (run_dir / "model" / "headstart.json").exists():
+        return []
+    text = model_card(run_dir, run_dir / "model")
+    link = f'<a href="model/{CARD_FILE}">model/{CARD_FILE}</a>'
+    return [
+        '<h2 id="card">Model card</h2>',
+        f'<p class="note">What a user of the model reads first; in the bundle as {link}.</p>',
+        f"<details><summary>Show the card</summary><pre>{_e(text)}</pre></details>",
+    ]
+
+
 def _run_report(run_dir: Path) -> str:
     metrics_path = run_dir / METRICS_FILE
     metrics = cast(Metrics, read_json(metrics_path))
@@ -490,6 +505,7 @@ def _run_report(run_dir: Path) -> str:
         '<a href="#training">training</a><a href="#results">results</a>'
         '<a href="#calibration">calibration</a><a href="#errors">errors</a>'
         + ('<a href="#forgetting">forgetting</a>' if metrics.get("finetune") else "")
+        + ('<a href="#card">model card</a>' if (run_dir / "model").is_dir() else "")
         + "</nav>",
         _summary_cards(metrics, split, m),
     ]
@@ -501,6 +517,7 @@ def _run_report(run_dir: Path) -> str:
     ft = metrics.get("finetune")
     if ft:
         body += _forgetting_section(ft)
+    body += _card_section(run_dir)
     return _page(f"headstart report: {title}", body)
 
 
