@@ -110,6 +110,7 @@ def export_onnx(
     *,
     exporter: Exporter = "auto",
     opset_version: int | None = None,
+    output_name: str = OUTPUT_NAME,
 ) -> Path:
     """Export an eval-mode feature module to one self-contained ONNX file, atomically.
 
@@ -128,6 +129,8 @@ def export_onnx(
         exporter: ``"dynamo"`` (``torch.export`` based), ``"torchscript"`` (legacy tracer) or
             ``"auto"``: dynamo, then TorchScript if dynamo raises (see the module docstring).
         opset_version: ONNX opset, or ``None`` for the exporter's default.
+        output_name: the graph output's name (``"features"``; :mod:`headstart.export`
+            names its output ``"probabilities"``).
 
     Returns:
         ``path``. Weights are stored inside the file unless the model exceeds 2 GB, in which
@@ -138,9 +141,9 @@ def export_onnx(
         Exception: whatever the exporter raised (the last one, for ``"auto"``).
     """
     path = Path(path)
-    _check_export_args(module, example_inputs, input_names, dynamic_axes, exporter)
+    _check_export_args(module, example_inputs, input_names, dynamic_axes, exporter, output_name)
     axes = {name: dict(ax) for name, ax in dynamic_axes.items()}
-    axes.setdefault(OUTPUT_NAME, {0: "batch"})
+    axes.setdefault(output_name, {0: "batch"})
     order = ["dynamo", "torchscript"] if exporter == "auto" else [exporter]
     path.parent.mkdir(parents=True, exist_ok=True)
     errors: list[str] = []
@@ -150,9 +153,13 @@ def export_onnx(
             tmp = tmpdir / path.name
             t0 = time.perf_counter()
             if which == "dynamo":
-                _export_dynamo(module, example_inputs, tmp, input_names, axes, opset_version)
+                _export_dynamo(
+                    module, example_inputs, tmp, input_names, axes, opset_version, output_name
+                )
             else:
-                _export_torchscript(module, example_inputs, tmp, input_names, axes, opset_version)
+                _export_torchscript(
+                    module, example_inputs, tmp, input_names, axes, opset_version, output_name
+                )
             _consolidate_external_data(tmp)
             _check_dynamic_axes(tmp, axes)
             _move_into_place(tmpdir, path)
@@ -183,6 +190,7 @@ def _check_export_args(
     input_names: Sequence[str],
     dynamic_axes: Mapping[str, Mapping[int, str]],
     exporter: str,
+    output_name: str = OUTPUT_NAME,
 ) -> None:
     if exporter not in _EXPORTERS:
         raise ConfigError(
@@ -208,12 +216,12 @@ def _check_export_args(
             f"input_names has {len(input_names)} names ({list(input_names)}) but "
             f"example_inputs has {len(example_inputs)} tensors; give one name per tensor."
         )
-    unknown = [n for n in dynamic_axes if n not in input_names and n != OUTPUT_NAME]
+    unknown = [n for n in dynamic_axes if n not in input_names and n != output_name]
     if unknown:
         raise ConfigError(
             f"dynamic_axes names {unknown} are neither inputs {list(input_names)} "
-            f"nor the output {OUTPUT_NAME!r}."
-            + did_you_mean(unknown[0], [*input_names, OUTPUT_NAME])
+            f"nor the output {output_name!r}."
+            + did_you_mean(unknown[0], [*input_names, output_name])
         )
 
 
@@ -238,6 +246,7 @@ def _export_dynamo(
     input_names: Sequence[str],
     dynamic_axes: dict[str, dict[int, str]],
     opset_version: int | None,
+    output_name: str = OUTPUT_NAME,
 ) -> None:
     # String axis names become torch.export.Dim.DYNAMIC (renamed in the ONNX graph), which
     # may still be specialised without an error: _check_dynamic_axes verifies the result.
@@ -248,7 +257,7 @@ def _export_dynamo(
             example_inputs,
             None,
             input_names=list(input_names),
-            output_names=[OUTPUT_NAME],
+            output_names=[output_name],
             dynamic_shapes=dynamic_shapes,
             opset_version=opset_version,
             dynamo=True,
@@ -268,6 +277,7 @@ def _export_torchscript(
     input_names: Sequence[str],
     dynamic_axes: dict[str, dict[int, str]],
     opset_version: int | None,
+    output_name: str = OUTPUT_NAME,
 ) -> None:
     # Deprecated in torch >= 2.9 with a DeprecationWarning; used here on purpose, as fallback.
     with _warnings_to_log("torchscript"):
@@ -276,7 +286,7 @@ def _export_torchscript(
             example_inputs,
             str(tmp),
             input_names=list(input_names),
-            output_names=[OUTPUT_NAME],
+            output_names=[output_name],
             dynamic_axes=dynamic_axes,
             opset_version=opset_version,
             dynamo=False,

@@ -1,0 +1,246 @@
+"""`headstart export --format onnx`: parity with PyTorch, the files beside the graph, the int8
+variant, LoRA merging, loading with onnxruntime (+ tokenizers) alone, and bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import image_examples, text_examples
+from headstart.config import FinetuneConfig
+from headstart.estimator import TransferClassifier
+from headstart.export import count_adapter_layers, export_bundle, merge_adapters
+from headstart.features.onnx_runtime import OnnxFeatureRunner
+from test_cli import headstart
+
+ATOL = 1e-4
+
+
+def _fit_and_save(root: Path, backbone_dir: Path, ex, **kw) -> tuple[Path, TransferClassifier]:
+    clf = TransferClassifier(
+        backbone=f"local-dir:{backbone_dir}",
+        engine="torch",
+        cache_dir=str(root / "cache"),
+        **kw,
+    ).fit(ex.inputs, np.array(ex.classes)[ex.labels])
+    return clf.save(root / "model"), clf
+
+
+@pytest.fixture(scope="module")
+def image_bundle(tmp_path_factory, tiny_vision_dir):
+    return _fit_and_save(tmp_path_factory.mktemp("img"), tiny_vision_dir, image_examples(40))[0]
+
+
+@pytest.fixture(scope="module")
+def finetuned_bundle(tmp_path_factory, tiny_vision_dir):
+    cfg = FinetuneConfig(unfreeze=1, epochs=2, batch_size=16, lr=1e-2, patience=5, keep_start=False)
+    path, _ = _fit_and_save(
+        tmp_path_factory.mktemp("ft"),
+        tiny_vision_dir,
+        image_examples(48),
+        strategy="finetune",
+        finetune=cfg,
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def text_bundle(tmp_path_factory, tiny_text_dir):
+    return _fit_and_save(tmp_path_factory.mktemp("txt"), tiny_text_dir, text_examples(60))[0]
+
+
+def _check_parity(res, n: int) -> None:
+    par = res.parity
+    assert par["n"] == n and par["ok"], par
+    assert par["onnx"]["max_abs_diff"] <= ATOL and par["onnx"]["label_agreement"] == 1.0
+    assert json.loads(res.parity_file.read_text()) == par  # recorded as printed
+
+
+def test_image_model_matches_pytorch_with_a_dynamic_batch(image_bundle, tmp_path):
+    ex = image_examples(37, seed=3)  # 37: a partial last batch (32 + 5)
+    res = export_bundle(image_bundle, tmp_path / "m.onnx", examples=ex, labels=ex.labels)
+    _check_parity(res, 37)
+    assert res.int8 is None and not (tmp_path / "m.int8.onnx").exists()
+    recipe = json.loads(res.recipe.read_text())
+    assert recipe["labels"] == ["left", "right"] and recipe["model"] == "m.onnx"
+    img = recipe["image"]
+    assert (img["size"], img["resize"], img["interpolation"]) == (32, 36, "bicubic")
+    assert img["mean"] == pytest.approx([0.485, 0.456, 0.406])
+    assert recipe["inputs"][0]["name"] == "pixel_values"
+    # The graph alone, at batch sizes the export never saw, equals the bundle's prediction.
+    clf = TransferClassifier.load(image_bundle)
+    from headstart.features.preprocess import image_tensor
+
+    runner = OnnxFeatureRunner(res.model)
+    assert runner.output_name == "probabilities"
+    for n in (1, 7):
+        x = ex.inputs[:n]
+        got = runner(pixel_values=image_tensor(x, clf.backbone_.preprocess).numpy())
+        want = clf.predict_proba(x, cache=False)
+        assert got.shape == (n, 2) and np.abs(got - want).max() <= ATOL
+
+
+def test_finetuned_image_model_includes_its_tuned_layers(finetuned_bundle, tmp_path):
+    meta = json.loads((finetuned_bundle / "headstart.json").read_text())
+    assert meta["strategy"] == "finetune" and meta["backbone"]["tuned_params"]
+    ex = image_examples(40, seed=7)
+    res = export_bundle(finetuned_bundle, tmp_path / "ft.onnx", examples=ex, labels=ex.labels)
+    _check_parity(res, 40)
+    # The exported weights are the tuned ones: the pristine backbone gives other answers.
+    pristine = TransferClassifier.load(finetuned_bundle)
+    from headstart.backbones.registry import load_backbone
+    from headstart.features.preprocess import image_tensor
+
+    pristine.backbone_ = load_backbone(meta["backbone"]["name"]).eval()
+    x = image_tensor(ex.inputs, pristine.backbone_.preprocess)
+    with torch.inference_mode():
+        untuned = pristine.head_.predict_proba(pristine.backbone_(x).numpy())
+    got = OnnxFeatureRunner(res.model)(pixel_values=x.numpy())
+    assert np.abs(got - res_torch(finetuned_bundle, ex)).max() <= ATOL
+    assert np.abs(got - untuned).max() > 1e-3
+
+
+def res_torch(bundle: Path, ex) -> np.ndarray:
+    return TransferClassifier.load(bundle).predict_proba(ex.inputs, cache=False)
+
+
+def test_text_model_and_int8_variant(text_bundle, tmp_path):
+    ex = text_examples(45, seed=4)
+    res = export_bundle(text_bundle, tmp_path / "t.onnx", int8=True, examples=ex, labels=ex.labels)
+    _check_parity(res, 45)
+    recipe = json.loads(res.recipe.read_text())
+    assert [i["name"] for i in recipe["inputs"]] == ["input_ids", "attention_mask"]
+    assert recipe["text"]["tokenizer"] == "t.tokenizer" and recipe["model_int8"] == "t.int8.onnx"
+    assert (tmp_path / "t.tokenizer" / "tokenizer.json").is_file()
+    # The int8 file loads and predicts probabilities, and its figures are recorded.
+    p8 = OnnxFeatureRunner(res.int8)(
+        input_ids=np.array([[2, 5, 6, 3], [2, 11, 3, 0]]),
+        attention_mask=np.array([[1, 1, 1, 1], [1, 1, 1, 0]]),
+    )
+    assert p8.shape == (2, 2) and np.allclose(p8.sum(1), 1, atol=1e-5)
+    assert set(res.parity["int8"]) >= {"max_abs_diff", "label_agreement"}
+    assert "int8_drop" in res.parity["accuracy"]
+    assert res.int8.stat().st_size < res.model.stat().st_size
+    # Exported again without --int8: the stale int8 file does not stay beside the new graph.
+    export_bundle(text_bundle, tmp_path / "t.onnx", examples=ex)
+    assert not (tmp_path / "t.int8.onnx").exists()
+
+
+LOADER = """
+import json, sys
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+recipe = json.load(open(sys.argv[1]))
+folder = sys.argv[1].rsplit("/", 1)[0]
+tok = Tokenizer.from_file(f"{folder}/{recipe['text']['tokenizer']}/tokenizer.json")
+session = ort.InferenceSession(f"{folder}/{recipe['model']}")
+enc = tok.encode_batch(json.load(open(sys.argv[2])))
+feeds = {
+    "input_ids": np.array([e.ids for e in enc], dtype=np.int64),
+    "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
+}
+(proba,) = session.run(None, feeds)
+assert "torch" not in sys.modules and "headstart" not in sys.modules
+print(json.dumps({"proba": proba.tolist(),
+                  "labels": [recipe["labels"][i] for i in proba.argmax(1)]}))
+"""
+
+
+def test_text_model_runs_with_onnxruntime_and_tokenizers_alone(text_bundle, tmp_path):
+    """The README's plain-Python loader, in a fresh process: long texts are truncated and
+    batches padded exactly as headstart does, so the probabilities match PyTorch."""
+    res = export_bundle(text_bundle, tmp_path / "t.onnx")
+    texts = [*text_examples(6, seed=9).inputs, " ".join(["good film"] * 80), "bad"]
+    (tmp_path / "texts.json").write_text(json.dumps(texts))
+    (tmp_path / "load.py").write_text(textwrap.dedent(LOADER))
+    run = subprocess.run(
+        [sys.executable, str(tmp_path / "load.py"), str(res.recipe), str(tmp_path / "texts.json")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout)
+    clf = TransferClassifier.load(text_bundle)
+    want = clf.predict_proba(texts, cache=False)
+    assert np.abs(np.array(out["proba"]) - want).max() <= ATOL
+    assert out["labels"] == list(clf.classes_[want.argmax(1)])
+
+
+def test_lora_adapters_are_merged_and_a_plain_model_is_untouched(tiny_text_dir):
+    from peft import LoraConfig, get_peft_model
+    from transformers import BertModel
+
+    plain = BertModel.from_pretrained(tiny_text_dir).eval()
+    assert merge_adapters(plain) == (plain, 0)
+    torch.manual_seed(1)
+    cfg = LoraConfig(r=4, lora_alpha=8, target_modules=["query", "value"], init_lora_weights=False)
+    model = get_peft_model(BertModel.from_pretrained(tiny_text_dir), cfg).eval()
+    n_layers = count_adapter_layers(model)
+    assert n_layers == 4  # 2 layers x (query, value)
+    ids = torch.tensor([[2, 5, 6, 7, 3], [2, 9, 3, 0, 0]])
+    mask = (ids > 0).long()
+    with torch.inference_mode():
+        before = model(input_ids=ids, attention_mask=mask).last_hidden_state
+        base = BertModel.from_pretrained(tiny_text_dir).eval()
+        unadapted = base(input_ids=ids, attention_mask=mask).last_hidden_state
+    assert (before - unadapted).abs().max() > 1e-3  # the adapter changes the output
+    merged, n = merge_adapters(model)
+    assert n == n_layers and count_adapter_layers(merged) == 0
+    assert not any(type(m).__module__.startswith("peft.") for m in merged.modules())
+    with torch.inference_mode():
+        after = merged(input_ids=ids, attention_mask=mask).last_hidden_state
+    assert (after - before).abs().max() < 1e-5
+
+
+# ---------------------------------------------------------------------------- the CLI
+def test_cli_exports_and_prints_parity(image_bundle, tmp_path):
+    out = tmp_path / "deploy" / "model.onnx"
+    res = headstart("export", str(image_bundle), "--format", "onnx", "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    assert "max abs difference of probabilities" in res.stdout and "labels agree" in res.stdout
+    par = json.loads((tmp_path / "deploy" / "model.parity.json").read_text())
+    assert par["ok"] and par["n"] == 64 and "photographs" in par["source"]
+    assert sorted(p.name for p in out.parent.iterdir()) == [
+        "model.onnx",
+        "model.parity.json",
+        "model.preprocess.json",
+    ]
+
+
+def test_cli_bad_input_gets_clear_errors(image_bundle, tmp_path, capsys):
+    """Each is refused before any model is loaded (in-process: the same main() as the CLI)."""
+    from headstart.cli.main import main
+
+    def export(*args: str) -> str:
+        assert main(["export", *args]) == 2
+        return capsys.readouterr().err
+
+    err = export(str(tmp_path), "--out", str(tmp_path / "m.onnx"))
+    assert "is not a headstart model bundle" in err
+    err = export(str(image_bundle), "--format", "tflite", "--out", "m.onnx")
+    assert "--format must be one of onnx. Got 'tflite'" in err
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    assert "cannot write --out" in export(str(image_bundle), "--out", str(blocker / "m.onnx"))
+    err = export(str(image_bundle), "--out", str(tmp_path / "m.pt"))
+    assert "--out must name an .onnx file" in err
+    err = export(str(image_bundle), "--out", str(tmp_path))
+    assert "is a folder" in err
+    audio = tmp_path / "audio-model"
+    audio.mkdir()
+    meta = {"format": 1, "kind": "classification", "modality": "audio", "classes": ["a", "b"],
+            "backbone": {"name": "hf:openai/whisper-tiny.en"}}  # fmt: skip
+    (audio / "headstart.json").write_text(json.dumps(meta))
+    err = export(str(audio), "--out", str(tmp_path / "a.onnx"))
+    assert "audio models is not supported yet" in err
+    assert not list(tmp_path.glob("*.onnx")) and not list(tmp_path.glob(".*tmp"))
