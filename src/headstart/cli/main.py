@@ -15,6 +15,7 @@ from . import (
     datasets,
     env,
     evaluate,
+    export,
     fit,
     predict,
     rank,
@@ -26,6 +27,7 @@ from . import (
 COMMANDS = (
     fit,
     predict,
+    export,
     evaluate,
     rank,
     advise,
