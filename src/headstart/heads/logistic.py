@@ -197,7 +197,7 @@ class LogisticHead(HeadBase):
         else:
             X_tr, y_tr, X_va, y_va = data.X, data.y_idx, None, None
 
-        std_tr = standardizer(X_tr, self.standardize)
+        std_tr = standardizer(X_tr, self.standardize, s_tr)
         obj = SoftmaxObjective(
             (X_tr - std_tr[0]) / std_tr[1],
             y_tr,
@@ -232,7 +232,7 @@ class LogisticHead(HeadBase):
                 X_all = np.concatenate([X_tr, X_va])
                 y_all = np.concatenate([y_tr, y_va])
                 s_all = np.concatenate([s_tr, s_va])
-                std = standardizer(X_all, self.standardize)
+                std = standardizer(X_all, self.standardize, s_all)
                 theta = restandardize(theta, k, d, std_tr, std)
                 obj = SoftmaxObjective(
                     (X_all - std[0]) / std[1],

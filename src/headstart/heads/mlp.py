@@ -152,7 +152,7 @@ class MLPHead(HeadBase):
             s_va = data.sample_weight[va] if len(va) else None
 
         self.classes_ = data.classes
-        self.mean_, self.scale_ = standardizer(X_tr, self.standardize)
+        self.mean_, self.scale_ = standardizer(X_tr, self.standardize, s_tr)
 
         def tensor(a: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(((a - self.mean_) / self.scale_).astype(np.float32))

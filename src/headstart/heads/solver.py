@@ -100,20 +100,27 @@ def stratified_holdout(
 CONSTANT_SPREAD = 1e-5
 
 
-def standardizer(X: np.ndarray, enabled: bool) -> tuple[np.ndarray, np.ndarray]:
+def standardizer(
+    X: np.ndarray, enabled: bool, sample_weight: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(mean, scale) in float64; identity when disabled; constant features get scale 1.
 
     A feature counts as constant when its spread is below ``CONSTANT_SPREAD`` times the
     larger of its own magnitude and the median spread: float32 rounding alone gives such
     spreads. Dividing by them would amplify any later change of that feature a billionfold,
     which is what fine-tuning does to it (measured: all-MiniLM-L6-v2 on IMDB has a pooled
-    dimension with spread 5.6e-10; the first fine-tuning epoch's loss was 80).
+    dimension with spread 5.6e-10; the first fine-tuning epoch's loss was 80). With
+    `sample_weight` the moments are weighted, so a row of weight 2 counts as a duplicate.
     """
     d = X.shape[1]
     if not enabled:
         return np.zeros(d), np.ones(d)
-    mean = X.mean(axis=0, dtype=np.float64)
-    var = X.var(axis=0, dtype=np.float64)
+    if sample_weight is None:
+        mean = X.mean(axis=0, dtype=np.float64)
+        var = X.var(axis=0, dtype=np.float64)
+    else:
+        mean = np.average(X, axis=0, weights=sample_weight).astype(np.float64)
+        var = np.average((X - mean) ** 2, axis=0, weights=sample_weight).astype(np.float64)
     scale = np.sqrt(var)
     typical = float(np.median(scale)) if d else 0.0
     scale[scale <= CONSTANT_SPREAD * np.maximum(np.abs(mean), typical)] = 1.0
