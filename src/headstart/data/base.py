@@ -15,7 +15,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-Modality = Literal["image", "text", "audio"]
+#: "features": precomputed feature rows (``TransferClassifier(backbone="precomputed")``).
+Modality = Literal["image", "text", "audio", "features"]
 
 
 @dataclass
@@ -26,7 +27,8 @@ class Examples:
     ----------
     modality: "image", "text" or "audio".
     inputs: for images either a list of file paths or a uint8 array shaped (N, H, W) or
-        (N, H, W, C); for text a list of strings; for audio a list of file paths.
+        (N, H, W, C); for text a list of strings; for audio a list of file paths; for
+        features a float array (N, D).
     labels: int64 array of class indices into ``classes`` (-1 where unknown).
     classes: class names, index = label.
     name: where the data came from, for messages and reports.
