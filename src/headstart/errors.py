@@ -23,6 +23,10 @@ class BackboneError(HeadstartError, ValueError):
     """A backbone name or file cannot be resolved."""
 
 
+class BundleError(DataError):
+    """A model bundle is damaged, inconsistent or unsafe: refused before anything is loaded."""
+
+
 class WeightsNotFoundError(BackboneError, FileNotFoundError):
     """Pretrained weights are not installed, cached or downloadable here."""
 

@@ -346,7 +346,10 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         return float(np.mean(pred == ex.labels))
 
     # ------------------------------------------------------------------------- bundles
-    def save(self, path: str | Path) -> Path:
+    def save(self, path: str | Path, *, self_contained: bool | None = None) -> Path:
+        """Write the model bundle. ``self_contained=True`` also copies the backbone's
+        weights and files into it, so it predicts with no weights package and no network
+        (None: only a ``local-dir:`` backbone is copied)."""
         from .bundle import write_bundle
 
         self._check_fitted()
@@ -361,14 +364,20 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
             tuned_state=getattr(self, "tuned_state_", None),
             image_size=self.image_size,
             max_length=self.max_length,
+            self_contained=self_contained,
         )
 
     @classmethod
-    def load(cls, path: str | Path) -> TransferClassifier:
-        """Rebuild a saved model bundle (``model/``) without the training data."""
+    def load(
+        cls, path: str | Path, *, trusted_paths: Sequence[str | Path] = ()
+    ) -> TransferClassifier:
+        """Rebuild a saved model bundle (``model/``) without the training data.
+
+        ``trusted_paths``: folders outside the bundle its backbone may be read from (a bundle
+        pointing anywhere else is refused)."""
         from .bundle import read_bundle
 
-        b = read_bundle(Path(path))
+        b = read_bundle(Path(path), trusted_paths=trusted_paths)
         clf = cls(
             backbone=b.meta["backbone"]["name"],
             head=b.meta["head"]["name"],
@@ -386,6 +395,6 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         return clf
 
 
-def load_model(path: str | Path) -> TransferClassifier:
+def load_model(path: str | Path, *, trusted_paths: Sequence[str | Path] = ()) -> TransferClassifier:
     """Rebuild a saved model bundle (``model/``) without the training data."""
-    return TransferClassifier.load(path)
+    return TransferClassifier.load(path, trusted_paths=trusted_paths)

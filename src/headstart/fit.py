@@ -241,7 +241,7 @@ def fit_run(cfg: FitConfig, *, progress: bool = True) -> RunResult:
     if main:
         t0 = time.perf_counter()
         _drop_discarded_checkpoints(out / "checkpoints", clf.unfrozen_)
-        clf.save(out / "model")
+        clf.save(out / "model", self_contained=cfg.self_contained or None)
         budget.add(Step("save model", "ran", "model/", seconds=round(time.perf_counter() - t0, 2)))
         metrics["timings"]["total_s"] = round(time.perf_counter() - t_start, 3)
         if math.isfinite(cfg.time_budget_s):
