@@ -20,6 +20,7 @@ from . import (
     predict,
     rank,
     report,
+    serve,
     transcribe,
 )
 
@@ -28,6 +29,7 @@ COMMANDS = (
     fit,
     predict,
     export,
+    serve,
     evaluate,
     rank,
     advise,
