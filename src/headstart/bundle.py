@@ -7,6 +7,9 @@ A bundle folder holds
 * ``head.safetensors`` — the head's learned arrays;
 * ``backbone.safetensors`` — only when layers were fine-tuned (those layers' weights) or the
   backbone was randomly initialised (all of its weights);
+* ``adapter/`` — only after LoRA fine-tuning (``--peft lora``): the adapter in PEFT's own
+  format (``adapter_config.json``, ``adapter_model.safetensors``), applied on load to the
+  pristine weights from the registry (:mod:`headstart.backbones.lora`).
 
 * ``backbone/`` — only in a self-contained bundle (``--self-contained``,
   ``save(path, self_contained=True)``, and always for a ``local-dir:`` backbone): the
@@ -37,6 +40,7 @@ import numpy as np
 
 from ._env import versions
 from .backbones.base import Backbone
+from .backbones.lora import describe_adapter, has_adapter, load_adapter, save_adapter
 from .bundle_schema import (
     FIX,
     bundle_file,
@@ -50,6 +54,8 @@ from .bundle_weights import bundle_backbone, load_bundled, needs_bundling
 from .errors import BackboneError, BundleError, ConfigError, DataError, WeightsNotFoundError
 
 BUNDLE_FORMAT = 1
+#: The sub-folder holding a LoRA adapter (PEFT's format), when the model has one.
+ADAPTER_DIR = "adapter"
 #: ``headstart.json``'s ``kind``: what the bundle holds and which loader reads it.
 KIND_CLASSIFICATION = "classification"
 KIND_TRANSCRIPTION = "transcription"
@@ -105,6 +111,10 @@ def write_bundle(
             save_torch(
                 {k: v.contiguous() for k, v in tuned.items()}, str(tmp / "backbone.safetensors")
             )
+        adapter = None
+        if has_adapter(backbone):  # LoRA: the adapter alone, never the pretrained weights
+            save_adapter(backbone, tmp / ADAPTER_DIR)
+            adapter = describe_adapter(backbone)
         local = needs_bundling(backbone)
         if self_contained is False and local:
             raise ConfigError(
@@ -129,6 +139,7 @@ def write_bundle(
                 "image_size": image_size,
                 "max_length": max_length,
                 "tuned_params": sorted(tuned) if tuned else [],
+                "adapter": adapter,
                 "bundled": bundled,
                 "package": _weights_package(backbone),
             },
@@ -201,11 +212,13 @@ def read_bundle(path: Path, *, trusted_paths: Sequence[str | os.PathLike[str]] =
     if tuned_file.exists() or tuned_file.is_symlink():
         bundle_file(path, tuned_file.name, what="the tuned backbone layers")
         safetensors_header(tuned_file, what="the tuned backbone layers")
-    if (path / "adapter").exists():  # e.g. a LoRA adapter: no link out of the bundle
-        inside_bundle(path, path / "adapter")
+    if (path / ADAPTER_DIR).exists():
+        inside_bundle(path, path / ADAPTER_DIR)
     backbone = load_bundled(path, b) if where == "bundled" else _load_named(path, b, folder)
     if tuned_file.exists():
         _load_tuned(backbone, tuned_file)
+    if b.get("adapter") or (path / ADAPTER_DIR).exists():
+        load_adapter(backbone, path / ADAPTER_DIR)  # offline; refuses a missing or foreign one
     backbone.eval()
     return Bundle(meta, backbone, head)
 

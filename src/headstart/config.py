@@ -30,6 +30,7 @@ ENGINES = ("auto", "torch", "onnx")
 TRACKERS = ("none", "tensorboard", "mlflow")
 BN_MODES = ("frozen", "train")
 PRECISIONS = ("auto", "no", "bf16", "fp16")
+PEFT_METHODS = ("none", "lora")
 
 
 def opt(default: Any, help: str, **meta: Any) -> Any:
@@ -228,6 +229,22 @@ class FinetuneConfig(Section):
         True, "score the starting point on validation and keep it when no epoch beats it"
     )
     strict: bool = opt(False, "refuse learning rates that break the 10-100x rule")
+    peft: str = opt(
+        "none",
+        "lora: freeze the whole backbone and train low-rank adapters (at the head's learning "
+        "rate) and the head; transformer backbones only, with --strategy finetune",
+        choices=PEFT_METHODS,
+    )
+    lora_rank: int = opt(8, "--peft lora: rank of each adapter", check=_POS_INT)
+    lora_alpha: int = opt(
+        16, "--peft lora: scaling numerator (update × alpha / rank)", check=_POS_INT
+    )
+    lora_targets: str = opt(
+        "auto",
+        "--peft lora: linear layers to adapt, comma-separated (e.g. query,value); auto: the "
+        "attention query and value projections (BERT-like and ViT: query,value; DINOv2 and "
+        "Whisper: q_proj,v_proj; MPNet: q,v)",
+    )
 
 
 @dataclass

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from ..config import FinetuneConfig
+from ..errors import ConfigError
 from ..metrics import classification_metrics
 from .base import Context, StrategyResult, short_metrics
 
@@ -49,6 +50,11 @@ class Finetune:
         budgeted: bool = False,
     ) -> None:
         self.config = copy.deepcopy(config or FinetuneConfig())
+        if self.config.peft != "none" and budgeted:  # a ladder rung
+            raise ConfigError(
+                f"--peft {self.config.peft} runs with --strategy finetune: the ladder "
+                "(--strategy auto) has no LoRA rung yet. Pass --strategy finetune, or --peft none."
+            )
         if unfreeze is not None:
             self.config.unfreeze = unfreeze
         self.measure_forgetting = measure_forgetting
@@ -59,6 +65,8 @@ class Finetune:
     def groups(self, backbone: Any) -> int:
         """How many layer groups this strategy trains on ``backbone``."""
         n = len(backbone.layer_groups())
+        if self.config.peft != "none":  # adapters in every block; no pretrained group trains
+            return n
         return n if self.config.unfreeze == -1 else min(self.config.unfreeze, n)
 
     def fit(self, ctx: Context, start: StrategyResult) -> StrategyResult:
@@ -71,6 +79,10 @@ class Finetune:
         pristine = ctx.backbone
         k = self.groups(pristine)
         backbone = copy.deepcopy(pristine)
+        if self.config.peft == "lora":
+            from ..backbones.lora import LoraSpec, attach_lora
+
+            attach_lora(backbone, LoraSpec.from_config(self.config))
         head = copy.deepcopy(start.probe)
         reference = {n: p.detach().clone() for n, p in pristine.named_parameters()}
         left = ctx.time_left() if self.budgeted else None
@@ -97,6 +109,14 @@ class Finetune:
             for key, v in res.tuned_state.items()
             if key.startswith("backbone.")
         }
+        if self.config.peft != "none":  # the bundle saves the adapter itself, in PEFT's format
+            from ..backbones.lora import describe_adapter
+
+            tuned = {}
+            detail["peft"] = describe_adapter(backbone)
+            detail["trainable_share"] = res.n_trainable / sum(
+                p.numel() for m in (backbone, model.head) for p in m.parameters()
+            )
         return StrategyResult(
             "finetune", k, backbone, head, val, time.perf_counter() - t0, detail, tuned
         )
@@ -107,8 +127,11 @@ class Finetune:
     ) -> dict[str, Any]:
         """Pretrained vs tuned: feature CKA and source-classifier agreement on a probe batch
         of the user's data, weight drift per group, and (images) the same on natural photos."""
+        from ..backbones.lora import has_adapter, merge_adapter
         from ..forgetting import classifier_agreement, linear_cka, source_forgetting, weight_drift
 
+        # an adapter's drift is that of the merged weights, under the pristine parameter names
+        drifted = merge_adapter(tuned) if has_adapter(tuned) else tuned
         p = min(PROBE_SIZE, len(Fv))
         before, after = ctx.pristine("val")[:p], Fv[:p]
         out: dict[str, Any] = {
@@ -116,7 +139,7 @@ class Finetune:
             "cka": linear_cka(before, after),
             "weight_drift": {
                 g: round(v, 6)
-                for g, v in weight_drift(tuned, reference, tuned.layer_groups()).items()
+                for g, v in weight_drift(drifted, reference, drifted.layer_groups()).items()
             },
         }
         agree = classifier_agreement(pristine, before, after)

@@ -38,6 +38,7 @@ from ..config import FinetuneConfig
 from ..data.base import Examples
 from ..errors import ConfigError
 from ..forgetting import L2SP, check_learning_rates
+from ..tracking import record_live
 from .augment import BatchMaker
 
 log = logging.getLogger("headstart")
@@ -88,6 +89,19 @@ def select_groups(backbone: Backbone, k: int) -> tuple[list[LayerGroup], list[La
     return groups[len(groups) - k :], groups[: len(groups) - k]
 
 
+def plan_groups(
+    backbone: Backbone, cfg: FinetuneConfig
+) -> tuple[list[LayerGroup], list[LayerGroup]]:
+    """(trainable, frozen) groups: the top ``cfg.unfreeze`` groups, or with ``--peft lora``
+    the adapters alone (:func:`headstart.backbones.lora.adapter_groups`: every pretrained
+    weight stays frozen, whatever ``unfreeze`` says)."""
+    if cfg.peft == "lora":
+        from ..backbones.lora import adapter_groups
+
+        return adapter_groups(backbone), []
+    return select_groups(backbone, cfg.unfreeze)
+
+
 def apply_freeze(backbone: Backbone, trainable: list[LayerGroup]) -> set[str]:
     names = {p for g in trainable for p in g.params}
     for n, p in backbone.named_parameters():
@@ -129,7 +143,10 @@ def set_train_mode(model: TransferModel, bn: str = "frozen") -> None:
 def param_groups(
     model: TransferModel, trainable: list[LayerGroup], cfg: FinetuneConfig
 ) -> tuple[list[dict[str, Any]], dict[str, float]]:
-    backbone_lr = cfg.lr / cfg.lr_ratio
+    # LoRA adapters are new weights starting from a zero update, like the head: they train at
+    # its rate (the LoRA paper's rates are ~10x those of full fine-tuning), not at the 10-100x
+    # lower rate that protects pretrained weights
+    backbone_lr = cfg.lr if cfg.peft == "lora" else cfg.lr / cfg.lr_ratio
     params = dict(model.named_parameters())
     groups: list[dict[str, Any]] = []
     lrs: dict[str, float] = {"head": cfg.lr}
@@ -239,8 +256,11 @@ def finetune(
 
     cfg.validate()
     t_start = time.perf_counter()
-    trainable_groups, frozen_groups = select_groups(backbone, cfg.unfreeze)
-    guard = check_learning_rates(cfg.lr, cfg.lr / cfg.lr_ratio, strict=cfg.strict)
+    trainable_groups, frozen_groups = plan_groups(backbone, cfg)
+    if cfg.peft == "lora":  # no pretrained weight trains: the 10-100x rule has nothing to guard
+        guard: dict[str, object] = {"ok": True, "message": "LoRA: every pretrained weight frozen"}
+    else:
+        guard = check_learning_rates(cfg.lr, cfg.lr / cfg.lr_ratio, strict=cfg.strict)
     model = TransferModel(backbone, head)
     trainable = apply_freeze(backbone, trainable_groups)
     for p in head.parameters():
@@ -282,6 +302,7 @@ def finetune(
     history: list[dict[str, float]] = []
     best: dict[str, Any] = {"acc": -1.0, "loss": float("inf"), "epoch": -1, "state": None}
     start_epoch, stopped, bad_epochs = 0, "", 0
+    resumed_from: int | None = None
     if checkpoint is not None and checkpoint.exists():
         state = torch.load(checkpoint, map_location="cpu", weights_only=True)
         if state["signature"] != signature:
@@ -302,7 +323,6 @@ def finetune(
         log.info("resumed from epoch %d (checkpoint %s)", start_epoch, checkpoint)
 
     if checkpoint is None or not checkpoint.exists():
-    resumed_from: int | None = None
         start = None
         if cfg.keep_start:
             s_acc, s_loss = _evaluate(model, val_loader, acc)
@@ -364,6 +384,7 @@ def finetune(
                 "lr_head": float(scheduler.get_last_lr()[0]),
             }
         )
+        record_live("epoch", history[-1])  # to a tracker listening (--track), as it happens
         log.info(
             "epoch %d: train loss %.4f, val acc %.4f, val loss %.4f (%.1f s)",
             epoch + 1,
@@ -429,6 +450,7 @@ def finetune(
         examples_per_s=seen / train_time if train_time else 0.0,
         start_val_accuracy=None if start is None else start["acc"],
         kept_start=kept_start,
+        resumed_from=resumed_from,
         tuned_state=best["state"] or {},
     )
     for p in raw_model.parameters():
@@ -448,7 +470,6 @@ def measure_step(
 ) -> tuple[float, float]:
     """The cost-model probe of a fine-tuning rung: (training seconds per example, evaluation
     milliseconds per example), timed on ``steps`` batches after one warm-up batch.
-        resumed_from=resumed_from,
 
     ``backbone`` and ``head`` are copied: the probe trains the copies (the same groups
     unfrozen, the same batch, augmentation and precision as :func:`finetune`) and throws
@@ -458,7 +479,7 @@ def measure_step(
 
     backbone = copy.deepcopy(backbone)
     model = TransferModel(backbone, copy.deepcopy(head))
-    trainable_groups, _ = select_groups(backbone, cfg.unfreeze)
+    trainable_groups, _ = plan_groups(backbone, cfg)
     apply_freeze(backbone, trainable_groups)
     groups, _ = param_groups(model, trainable_groups, cfg)
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
