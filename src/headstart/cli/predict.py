@@ -183,6 +183,13 @@ def run(args: argparse.Namespace) -> int:
     if is_transcription_bundle(args.model):
         from .transcribe import predict
 
+        given = [f for f, v in (("--output", args.output), ("--column", args.column),
+                                ("--label-column", args.label_column)) if v]  # fmt: skip
+        if given:
+            raise ConfigError(
+                f"{', '.join(given)}: {args.model} is a transcription model, which takes audio "
+                "files and prints one JSON line per file; these options are for classifiers."
+            )
         return predict(args)
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be a whole number >= 1, got {args.batch_size}.")
