@@ -11,6 +11,7 @@ same folder reuses the feature cache and resumes fine-tuning from its last finis
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
@@ -27,6 +28,7 @@ from ._io import atomic_write_json
 from .config import FitConfig
 from .data.base import Examples, Splits
 from .preflight import check_fit_config
+from .tracking import finish_run, start_run
 
 log = logging.getLogger("headstart")
 
@@ -148,6 +150,8 @@ def fit_run(cfg: FitConfig, *, progress: bool = True) -> RunResult:
     }
     if main:
         atomic_write_json(out / "config.json", config_doc)
+    # the tracker starts with the run: epochs and rungs are logged as they finish
+    tracker = start_run(cfg.track, out, cfg.to_dict()) if main else None
 
     # time kept for what follows the fit: the test split (at the speed the fit measures),
     # the baseline and the run folder
@@ -172,7 +176,8 @@ def fit_run(cfg: FitConfig, *, progress: bool = True) -> RunResult:
         progress=progress and main,
     )
     t0 = time.perf_counter()
-    clf.fit(splits.train, X_val=splits.val)
+    with tracker.listening() if tracker is not None else contextlib.nullcontext():
+        clf.fit(splits.train, X_val=splits.val)
     fit_s = time.perf_counter() - t0
     decisions = clf.decisions_
     measured = measured_ms([e for e in clf.extraction_log_ if e["backbone"] == "pretrained"])
@@ -256,10 +261,8 @@ def fit_run(cfg: FitConfig, *, progress: bool = True) -> RunResult:
         atomic_write_json(out / "metrics.json", metrics)
         atomic_write_json(out / "decisions.json", decisions)
         _write_report(out, splits, test_proba)
-        if cfg.track != "none":
-            from .tracking import log_run
-
-            where = log_run(out, cfg.track)
+        if tracker is not None:
+            where = finish_run(tracker, out)
             log.info("logged the run to %s (%s)", where, cfg.track)
     return RunResult(out, metrics, config_doc, summarise(metrics, decisions))
 
@@ -381,13 +384,17 @@ def _baseline(splits: Splits) -> dict[str, Any]:
     t0 = time.perf_counter()
     base = fit_baseline(splits.train, splits.val)
     res: dict[str, Any] = {"name": base.name}
-    res["val"] = classification_metrics(
-        splits.val.labels, base.predict_proba(splits.val), splits.classes
-    )
+    # validation: the train-only model, scored before the refit on train + val saw it
+    val_proba = base.val_proba if base.val_proba is not None else base.predict_proba(splits.val)
+    res["val"] = classification_metrics(splits.val.labels, val_proba, splits.classes)
     if splits.test is not None:
         res["test"] = classification_metrics(
             splits.test.labels, base.predict_proba(splits.test), splits.classes
         )
+    for split in ("val", "test"):
+        ex = getattr(splits, split)
+        if split in res and len(ex):
+            res[split]["majority_rate"] = float(np.bincount(ex.labels).max() / len(ex))
     res["seconds"] = round(time.perf_counter() - t0, 3)
     return res
 
@@ -420,6 +427,12 @@ def summarise(metrics: dict[str, Any], decisions: dict[str, Any] | None = None) 
             f"  baseline ({metrics['baseline']['name']}, no transfer): accuracy "
             f"{b['accuracy']:.4f} ({delta:+.4f} for transfer)"
         )
+        majority = b.get("majority_rate")
+        if majority is not None and b["accuracy"] < majority:
+            lines.append(
+                f"  note: the baseline is below the majority-class rate ({majority:.4f}: always "
+                "predicting the largest class), so it is a weak reference on this data"
+            )
     if split == "test" and "extract_test" in metrics:
         e = metrics["extract_test"]["accuracy"]
         lines.append(
@@ -427,13 +440,13 @@ def summarise(metrics: dict[str, Any], decisions: dict[str, Any] | None = None) 
             f"{e:.4f} ({m['accuracy'] - e:+.4f} for fine-tuning)"
         )
     ft = metrics.get("finetune")
-    if ft:
-        f = ft["forgetting"]
     if ft and ft.get("resumed_from"):
         lines.append(
             f"  fine-tuning resumed from epoch {ft['resumed_from']} (the checkpoint of an "
             "interrupted run in this --out)"
         )
+    if ft:
+        f = ft["forgetting"]
         extra = (
             f", ImageNet top-1 agreement {f['source_top1_agreement']:.2f}"
             if "source_top1_agreement" in f

@@ -12,24 +12,48 @@ dependency of headstart: a missing one is reported with the pip command that ins
 ...     t.log_metrics({"val_accuracy": 0.91}, step=1)
 
 :func:`log_run` logs a finished ``headstart fit`` folder: its settings, its final scores, and
-the per-epoch training history as steps.
+the per-epoch training history as steps. A run in progress is logged live instead:
+:func:`start_run` opens the tracker when the run starts, :func:`record_live` (called by the
+training loop after each epoch and by the ladder after each rung) logs those numbers as they
+happen to every tracker :meth:`Tracker.listening`, and :func:`finish_run` adds the final scores.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["TRACKERS", "Tracker", "check_tracker", "log_run"]
+__all__ = [
+    "TRACKERS",
+    "Tracker",
+    "check_tracker",
+    "finish_run",
+    "log_run",
+    "record_live",
+    "start_run",
+]
 
 TRACKERS = ("none", "tensorboard", "mlflow")
+
+#: Trackers listening to :func:`record_live` now (innermost last).
+_LISTENING: list[Tracker] = []
+
+
+def record_live(kind: str, metrics: Mapping[str, Any]) -> None:
+    """Log `metrics` of one step of kind `kind` (``"epoch"``, ``"rung"``) to every tracker
+    listening, as ``<kind>/<name>`` at that kind's next step; a no-op when none listens.
+
+    The training loop and the ladder call this, so they need not know about trackers."""
+    for t in _LISTENING:
+        t.log_step(kind, metrics)
 
 
 def _missing(package: str, kind: str) -> ConfigError:
@@ -105,6 +129,7 @@ class Tracker:
         self.location: str | None = None
         self._writer: Any = None
         self._mlflow: Any = None
+        self._steps: dict[str, int] = {}
         if kind == "tensorboard":
             try:
                 import tensorboard  # noqa: F401
@@ -159,6 +184,20 @@ class Tracker:
         elif self._mlflow is not None:
             self._mlflow.log_metrics(clean, step=step)
 
+    def log_step(self, kind: str, metrics: Mapping[str, Any]) -> None:
+        """`metrics` as ``<kind>/<name>`` at the next step of `kind` (1, 2, ...)."""
+        self._steps[kind] = step = self._steps.get(kind, 0) + 1
+        self.log_metrics({f"{kind}/{k}": v for k, v in metrics.items()}, step=step)
+
+    @contextlib.contextmanager
+    def listening(self) -> Iterator[Tracker]:
+        """While inside, :func:`record_live` logs to this tracker."""
+        _LISTENING.append(self)
+        try:
+            yield self
+        finally:
+            _LISTENING.remove(self)
+
     def close(self) -> None:
         """Flush and finish (idempotent)."""
         if self._writer is not None:
@@ -179,6 +218,46 @@ class Tracker:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def start_run(kind: str, run_dir: str | Path, params: Mapping[str, Any]) -> Tracker | None:
+    """Open the tracker a run logs to as it goes, with its settings; None for ``"none"``."""
+    if kind == "none":
+        return None
+    t = Tracker(kind, run_dir)
+    t.log_params(params)
+    return t
+
+
+def finish_run(t: Tracker | None, run_dir: str | Path) -> str | None:
+    """Log a finished run's final scores to the tracker :func:`start_run` opened (its epochs
+    and rungs were logged live), close it, and return where it logged."""
+    if t is None:
+        return None
+    with t:
+        metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
+        t.log_params(
+            {
+                "backbone_resolved": metrics.get("backbone"),
+                "strategy_chosen": metrics.get("strategy"),
+            }
+        )
+        t.log_metrics(_final_scores(metrics))
+    return t.location
+
+
+def _final_scores(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    final = {}
+    for split in ("val", "test"):
+        m = metrics.get(split) or {}
+        for key in ("accuracy", "macro_f1", "log_loss", "ece", "roc_auc"):
+            final[f"{split}/{key}"] = m.get(key)
+    if "baseline" in metrics:
+        final["baseline/test_accuracy"] = (metrics["baseline"].get("test") or {}).get("accuracy")
+    f = (metrics.get("finetune") or {}).get("forgetting") or {}
+    final["forgetting/cka"] = f.get("cka")
+    final["forgetting/source_top1_agreement"] = f.get("source_top1_agreement")
+    return final
 
 
 def log_run(run_dir: str | Path, kind: str = "none", **tracker_kw: Any) -> str | None:
@@ -212,17 +291,5 @@ def log_run(run_dir: str | Path, kind: str = "none", **tracker_kw: Any) -> str |
                 },
                 step=int(epoch["epoch"]),
             )
-        final = {}
-        for split in ("val", "test"):
-            m = metrics.get(split) or {}
-            for key in ("accuracy", "macro_f1", "log_loss", "ece", "roc_auc"):
-                final[f"{split}/{key}"] = m.get(key)
-        if "baseline" in metrics:
-            final["baseline/test_accuracy"] = (metrics["baseline"].get("test") or {}).get(
-                "accuracy"
-            )
-        f = (metrics.get("finetune") or {}).get("forgetting") or {}
-        final["forgetting/cka"] = f.get("cka")
-        final["forgetting/source_top1_agreement"] = f.get("source_top1_agreement")
-        t.log_metrics(final)
+        t.log_metrics(_final_scores(metrics))
         return t.location

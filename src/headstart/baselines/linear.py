@@ -74,6 +74,9 @@ class Baseline:
         when the final model was refitted on train + val).
     n_features: input dimension of the logistic regression.
     refit: whether the final model saw the validation split too.
+    val_proba: probabilities on the validation split (columns in `classes` order) of the model
+        trained on train only, at the chosen C: scored before any refit, so an honest
+        validation score even when the final model has seen the validation split.
     fit_seconds: wall-clock time of :func:`fit_baseline`.
     """
 
@@ -100,6 +103,7 @@ class Baseline:
         self.n_features = featurizer.n_features
         self.refit = refit
         self.fit_seconds = float("nan")
+        self.val_proba: np.ndarray | None = None
 
     def _check(self, examples: Examples) -> None:
         if examples.modality != self.modality:
@@ -120,10 +124,10 @@ class Baseline:
         A class that had no training example gets probability 0.
         """
         self._check(examples)
-        proba = self._model.predict_proba(self._featurizer.transform(examples))
-        out = np.zeros((len(examples), len(self.classes)))
-        out[:, np.asarray(self._model.classes_, dtype=np.int64)] = proba
-        return out
+        return _all_columns(
+            self._model, self._model.predict_proba(self._featurizer.transform(examples)),
+            len(self.classes),
+        )  # fmt: skip
 
     def predict(self, examples: Examples) -> np.ndarray:
         """Predicted class indices (into `classes`), int64."""
@@ -159,6 +163,13 @@ class Baseline:
 # --------------------------------------------------------------------------------------------
 # Featurizers
 # --------------------------------------------------------------------------------------------
+
+
+def _all_columns(model: Any, proba: np.ndarray, n_classes: int) -> np.ndarray:
+    """`model`'s probabilities spread over every class (0 for a class it never saw)."""
+    out = np.zeros((len(proba), n_classes))
+    out[:, np.asarray(model.classes_, dtype=np.int64)] = proba
+    return out
 
 
 class _Featurizer:
@@ -387,7 +398,7 @@ class _LinearSoftmax:
 
 def _fit_sparse_logreg(
     X_tr: sp.csr_matrix, y_tr: np.ndarray, X_va: sp.csr_matrix, y_va: np.ndarray, refit: bool
-) -> tuple[_LinearSoftmax, float, dict[float, dict[str, float]]]:
+) -> tuple[_LinearSoftmax, float, dict[float, dict[str, float]], np.ndarray]:
     """Multinomial logistic regression on sparse features, C chosen on val (as LogisticHead).
 
     Uses the head's solver: the C grid is walked from strong to weak regularisation with warm
@@ -416,13 +427,15 @@ def _fit_sparse_logreg(
         )
         C = choose_C(path)
         theta = thetas[C]
+        before = _LinearSoftmax(theta[: k * d].reshape(k, d), theta[k * d :], present)
+        val_proba = before.predict_proba(X_va)
         if refit:
             obj = objective(sp.vstack([X_tr, X_va], format="csr"), np.concatenate([yi_tr, yi_va]))
             obj.set_C(C)
             theta = minimize_lbfgs(obj, theta, _MAX_ITER, _TOL)[0]
     scores = {c: {"log_loss": s["log_loss"], "accuracy": s["accuracy"]} for c, s in path.items()}
     model = _LinearSoftmax(theta[: k * d].reshape(k, d), theta[k * d :], present)
-    return model, C, scores
+    return model, C, scores, val_proba
 
 
 def fit_baseline(
@@ -463,34 +476,19 @@ def fit_baseline(
     if train.modality == "text":
         text = _TfidfFeaturizer([str(t) for t in train.inputs])
         assert text.train_matrix is not None
-        model, C, scores = _fit_sparse_logreg(
+        model, C, scores, val_proba = _fit_sparse_logreg(
             text.train_matrix, train.labels, text.transform(val), val.labels, refit
         )
+        val_proba = _all_columns(model, val_proba, len(train.classes))
         text.train_matrix = None  # only needed for fitting
         featurizer: _Featurizer = text
         name = "tfidf+logreg"
-    elif train.modality == "image":
-        featurizer = _PixelFeaturizer(train, image_side)
-        model = LogisticHead(refit=refit).fit(
-            featurizer.transform(train), train.labels, featurizer.transform(val), val.labels
-        )
-        C = model.C_
-        scores = {
-            c: {"log_loss": s["log_loss"], "accuracy": s["accuracy"]}
-            for c, s in model.val_scores_.items()
-        }
-        name = "pixels+logreg"
-    elif train.modality == "audio":
-        featurizer = _LogMelStatsFeaturizer()
-        model = LogisticHead(refit=refit).fit(
-            featurizer.transform(train), train.labels, featurizer.transform(val), val.labels
-        )
-        C = model.C_
-        scores = {
-            c: {"log_loss": s["log_loss"], "accuracy": s["accuracy"]}
-            for c, s in model.val_scores_.items()
-        }
-        name = "logmel-stats+logreg"
+    elif train.modality in ("image", "audio"):
+        if train.modality == "image":
+            featurizer, name = _PixelFeaturizer(train, image_side), "pixels+logreg"
+        else:
+            featurizer, name = _LogMelStatsFeaturizer(), "logmel-stats+logreg"
+        model, C, scores, val_proba = _fit_dense_logreg(featurizer, train, val, refit)
     else:
         raise ConfigError(
             f"No baseline for {train.modality!r} data; baselines exist for 'image', 'text' "
@@ -506,5 +504,24 @@ def fit_baseline(
         val_scores=scores,
         refit=refit,
     )
+    baseline.val_proba = val_proba
     baseline.fit_seconds = time.perf_counter() - started
     return baseline
+
+
+def _fit_dense_logreg(
+    featurizer: _Featurizer, train: Examples, val: Examples, refit: bool
+) -> tuple[LogisticHead, float, dict[float, dict[str, float]], np.ndarray]:
+    """LogisticHead on dense features, C chosen on val; the validation probabilities are
+    taken from the train-only model before the (optional) refit on train + val."""
+    X_tr, X_va = featurizer.transform(train), featurizer.transform(val)
+    model = LogisticHead(refit=False).fit(X_tr, train.labels, X_va, val.labels)
+    val_proba = _all_columns(model, model.predict_proba(X_va), len(train.classes))
+    scores = {
+        c: {"log_loss": s["log_loss"], "accuracy": s["accuracy"]}
+        for c, s in model.val_scores_.items()
+    }
+    C = float(model.C_)
+    if refit:
+        model = LogisticHead(C=C, refit=True).fit(X_tr, train.labels, X_va, val.labels)
+    return model, C, scores, val_proba

@@ -71,6 +71,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image-column")
     p.add_argument("--label-column")
     p.add_argument("--image-size", type=int)
+    p.add_argument(
+        "--skip-bad-files",
+        action="store_true",
+        help="skip unreadable inputs (each is reported) instead of stopping",
+    )
     p.add_argument("--max-length", type=int)
     p.add_argument("--engine", default="auto", choices=("auto", "torch", "onnx"))
     p.add_argument("--batch-size", type=int)
@@ -80,11 +85,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     ft.add_argument("--epochs", type=int, default=5)
     ft.add_argument("--lr", type=float, default=1e-3)
     ft.add_argument("--lr-ratio", type=float, default=30.0)
-    p.add_argument(
-        "--skip-bad-files",
-        action="store_true",
-        help="skip unreadable inputs (each is reported) instead of stopping",
-    )
     ft.add_argument("--finetune-batch-size", type=int, default=32)
     ft.add_argument("--patience", type=int, default=2)
     ft.add_argument("--mixed-precision", default="auto", choices=("auto", "no", "bf16", "fp16"))
@@ -119,28 +119,29 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..curve import CurveConfig, run_curve
+    from ..preflight import check_image_size, check_out_dir
+    from ..tracking import check_tracker
 
     if args.max_cells is not None and args.max_cells < 0:
         raise ConfigError(f"--max-cells must be 0 or more; got {args.max_cells}.")
     out = args.out or str(Path("runs") / f"curve-{Path(args.data.rstrip('/')).stem}")
+    check_image_size(args.image_size)
+    check_out_dir(out)
+    check_tracker(args.track)
     cfg = CurveConfig.build(
         data=args.data,
         out=out,
         fractions=parse_fractions(args.fractions),
         strategies=_strategies(args.strategies),
-    from ..preflight import check_image_size, check_out_dir
-    from ..tracking import check_tracker
         seeds=args.seeds,
         backbone=args.backbone,
         text_column=args.text_column,
         image_column=args.image_column,
-    check_image_size(args.image_size)
-    check_out_dir(out)
-    check_tracker(args.track)
         label_column=args.label_column,
         test=args.test,
         train_size=args.train_size,
         test_size=args.test_size,
+        skip_bad_files=args.skip_bad_files,
         image_size=args.image_size,
         max_length=args.max_length,
         engine=args.engine,
@@ -150,7 +151,6 @@ def run(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         lr=args.lr,
         lr_ratio=args.lr_ratio,
-        skip_bad_files=args.skip_bad_files,
         finetune_batch_size=args.finetune_batch_size,
         patience=args.patience,
         mixed_precision=args.mixed_precision,

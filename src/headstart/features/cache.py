@@ -307,7 +307,7 @@ def _distributed() -> tuple[int, int, Callable[[], None]]:
 def _progress(total: int, backbone: Backbone, enabled: bool, cached_rows: int) -> Any:
     from tqdm.auto import tqdm
 
-    unit = "img" if backbone.modality == "image" else "text"
+    unit = {"image": "img", "audio": "clips"}.get(backbone.modality, "text")  # "clips/s"
     desc = f"features {backbone.name.split(':')[-1]}"
     if cached_rows:
         desc += f" (+{cached_rows} cached)"

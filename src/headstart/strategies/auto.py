@@ -17,6 +17,7 @@ import numpy as np
 
 from ..config import STRATEGIES, ExtractConfig, FinetuneConfig, LadderConfig
 from ..errors import ConfigError
+from ..tracking import record_live
 from .base import Context, StrategyResult, short_metrics
 from .extract import Extract
 from .finetune import RUNG_FIELDS, Finetune
@@ -97,6 +98,15 @@ def _rung(result: StrategyResult) -> Rung:
             "val": short_metrics(result.val_metrics),
             **{k: result.detail[k] for k in RUNG_FIELDS if k in result.detail},
         }
+    # each rung to a tracker listening (--track) when it finishes, not after the run
+    record_live(
+        "rung",
+        {
+            "unfreeze": result.unfreeze,
+            "val_accuracy": result.val_accuracy,
+            "seconds": result.seconds,
+        },
+    )
     return Rung(result.unfreeze, result.val_accuracy, result.seconds, detail)
 
 

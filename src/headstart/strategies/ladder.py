@@ -110,9 +110,15 @@ def next_step(
     best = max(rungs, key=lambda r: r.val_accuracy)
     per_class = n_labelled / max(1, n_classes)
     if len(rungs) == 1:
+        # real counts: "N per class" only when every class has N, else the smallest and the mean
+        counts = (
+            f"{min_class_count:,} per class"
+            if min_class_count * n_classes == n_labelled
+            else f"{min_class_count:,} in the smallest class, {per_class:.1f} per class on average"
+        )
         base = (
             f"feature extraction reached {last.val_accuracy:.3f} validation accuracy with "
-            f"{n_labelled:,} examples ({per_class:.0f} per class)"
+            f"{n_labelled:,} examples ({counts})"
         )
         if curve_slope is not None:
             base += (
