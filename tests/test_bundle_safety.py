@@ -22,6 +22,7 @@ import pytest
 from conftest import text_examples
 from headstart import TransferClassifier, load_model
 from headstart.bundle import read_bundle
+from headstart.cli.main import main
 from headstart.errors import BundleError, ConfigError, HeadstartError
 from test_cli import SRC, headstart
 
@@ -92,6 +93,7 @@ def hook(event, args):
                 opened.append(p)
 sys.addaudithook(hook)
 from headstart.bundle import read_bundle
+from headstart.cli.main import main
 from headstart.errors import HeadstartError
 results = {}
 for b in sys.argv[2:]:
@@ -143,18 +145,24 @@ def test_references_outside_the_bundle_are_refused_before_anything_there_is_open
 
 
 def test_a_trusted_folder_is_accepted_and_predicts_as_before(
-    good: Path, tiny_text_dir: Path, tmp_path: Path
+    good: Path, tiny_text_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     outside = outside_model(tiny_text_dir, tmp_path / "trusted" / "model")
     dest = craft(good, tmp_path / "m", lambda m, f: unbundle(m, f, f"local-dir:{outside}"))
-    with pytest.raises(BundleError, match="trusted_paths"):
+    with pytest.raises(BundleError, match="--trust-path FOLDER"):
         read_bundle(dest)
+    with pytest.raises(BundleError, match="outside the bundle"):
+        read_bundle(dest, trusted_paths=[tmp_path / "other"])  # a sibling is not trusted
     clf = load_model(dest, trusted_paths=[outside.parent])
-    np.testing.assert_allclose(
-        clf.predict_proba(TEXTS, cache=False),
-        load_model(good).predict_proba(TEXTS, cache=False),
-        atol=1e-6,
-    )
+    expected = load_model(good).predict_proba(TEXTS, cache=False)
+    np.testing.assert_allclose(clf.predict_proba(TEXTS, cache=False), expected, atol=1e-6)
+    # the same through the CLI flag
+    capsys.readouterr()
+    assert main(["predict", str(dest), *TEXTS, "--trust-path", str(outside), "-q"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["label"] for r in rows] == [clf.classes_[i] for i in expected.argmax(1)]
+    assert main(["predict", str(dest), *TEXTS, "-q"]) == 2
+    assert "--trust-path" in capsys.readouterr().err
 
 
 def test_a_local_folder_backbone_cannot_be_saved_as_a_reference(good: Path, tmp_path: Path) -> None:

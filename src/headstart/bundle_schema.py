@@ -293,8 +293,8 @@ def resolve_reference(
     raise BundleError(
         f"{_where(root, 'backbone.name')} is {name!r}: a folder outside the bundle, refused "
         "before anything in it is opened (a bundle could otherwise make headstart load any "
-        "file on this machine). If you trust that folder, pass it explicitly "
-        "(read_bundle(..., trusted_paths=[FOLDER]) / load_model(..., trusted_paths=[FOLDER])); "
+        "file on this machine). If you trust that folder, pass it explicitly (--trust-path "
+        "FOLDER on predict / evaluate; load_model(..., trusted_paths=[FOLDER])); "
         "better, save the model self-contained where it was trained "
         "(headstart fit --self-contained, or TransferClassifier.save(path, self_contained=True))."
     )

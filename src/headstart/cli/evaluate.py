@@ -27,6 +27,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="skip unreadable inputs (each is reported) instead of stopping",
     )
+    p.add_argument("--trust-path", action="append", default=[], metavar="FOLDER",
+                   help="a folder outside the bundle its backbone may be read from (repeatable); "
+                   "any other reference outside the bundle is refused")  # fmt: skip
     p.set_defaults(func=run)
 
 
@@ -48,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         return evaluate(args)
     if args.out:
         check_out_file(args.out)
-    clf = load_model(args.model)
+    clf = load_model(args.model, trusted_paths=args.trust_path)
     columns = {
         "text_column": args.text_column,
         "image_column": args.image_column,

@@ -51,6 +51,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="leave out unreadable files and empty cells, list them, and go on")  # fmt: skip
     p.add_argument("--top", type=int, default=0, help="only the top K probabilities (0: all)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--trust-path", action="append", default=[], metavar="FOLDER",
+                   help="a folder outside the bundle its backbone may be read from (repeatable); "
+                   "any other reference outside the bundle is refused")  # fmt: skip
     p.set_defaults(func=run)
 
 
@@ -211,7 +214,7 @@ def run(args: argparse.Namespace) -> int:
             f"No usable inputs left after skipping {len(found.skipped)}: "
             + "; ".join(f"{w}: {r}" for w, r in found.skipped[:5])
         )
-    clf = load_model(args.model)
+    clf = load_model(args.model, trusted_paths=args.trust_path)
     clf.batch_size = args.batch_size
     classes = [str(c) for c in clf.classes_]
     chunk = args.batch_size * BATCHES_PER_CHUNK
