@@ -165,6 +165,16 @@ def test_a_trusted_folder_is_accepted_and_predicts_as_before(
     assert "--trust-path" in capsys.readouterr().err
 
 
+def test_an_hf_name_is_not_read_from_a_folder_in_the_working_directory(
+    good: Path, tiny_text_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    outside_model(tiny_text_dir, tmp_path / "cwd" / "acme" / "model")
+    dest = craft(good, tmp_path / "m", lambda m, f: unbundle(m, f, "hf:acme/model"))
+    monkeypatch.chdir(tmp_path / "cwd")
+    with pytest.raises(BundleError, match="relative to the current directory"):
+        read_bundle(dest)
+
+
 def test_a_local_folder_backbone_cannot_be_saved_as_a_reference(good: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="local folder"):
         load_model(good).save(tmp_path / "m", self_contained=False)

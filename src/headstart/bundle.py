@@ -271,6 +271,15 @@ def _load_named(path: Path, b: dict[str, Any], folder: Path | None) -> Backbone:
 
     name = f"local-dir:{folder}" if folder is not None else b["name"]
     package = b.get("package")
+    if folder is None and name.startswith("hf:") and os.path.isdir(name[3:]):
+        # The loader would take a folder of that name in the working directory first.
+        raise BundleError(
+            f"{path / 'headstart.json'}: backbone {name!r} also names the folder "
+            f"{os.path.abspath(name[3:])} (relative to the current directory); a bundle's hf: "
+            "name must come from the hub or an installed package, not from a folder it did not "
+            "name. Run from another directory, or pass that folder with --trust-path after "
+            "checking it."
+        )
     try:
         backbone = load_backbone(
             name,
