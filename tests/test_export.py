@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import image_examples, text_examples
+from conftest import WORDS, image_examples, text_examples
 from headstart.config import FinetuneConfig
 from headstart.estimator import TransferClassifier
 from headstart.export import count_adapter_layers, export_bundle, merge_adapters
@@ -111,7 +111,42 @@ def res_torch(bundle: Path, ex) -> np.ndarray:
     return TransferClassifier.load(bundle).predict_proba(ex.inputs, cache=False)
 
 
-def test_text_model_and_int8_variant(text_bundle, tmp_path):
+LOADER = """
+import json, sys
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+recipe = json.load(open(sys.argv[1]))
+folder = sys.argv[1].rsplit("/", 1)[0]
+texts = json.load(open(sys.argv[2]))
+# --- as in the README
+t = recipe["text"]
+tok = Tokenizer.from_file(f"{folder}/{t['tokenizer']}/tokenizer.json")
+body = t["max_length"] - len(t["prefix_ids"]) - len(t["suffix_ids"])
+
+def encode(text):
+    ids = tok.encode(text, add_special_tokens=False).ids
+    if len(ids) > body:  # "head+tail": the first quarter and the end
+        head = body // 4 if t["truncation"] == "head+tail" else body
+        ids = ids[:head] + ids[len(ids) - (body - head):]
+    return t["prefix_ids"] + ids + t["suffix_ids"]
+
+rows = [encode(x) for x in texts]
+n = max(map(len, rows))
+feeds = {
+    "input_ids": np.array([r + [t["pad_token_id"]] * (n - len(r)) for r in rows], np.int64),
+    "attention_mask": np.array([[1] * len(r) + [0] * (n - len(r)) for r in rows], np.int64),
+}
+(proba,) = ort.InferenceSession(f"{folder}/{recipe['model']}").run(None, feeds)
+# ---
+assert "torch" not in sys.modules and "headstart" not in sys.modules
+print(json.dumps({"proba": proba.tolist(), "n_tokens": [len(r) for r in rows],
+                  "labels": [recipe["labels"][i] for i in proba.argmax(1)]}))
+"""
+
+
+def test_text_model_int8_variant_and_plain_python_loader(text_bundle, tmp_path):
     ex = text_examples(45, seed=4)
     res = export_bundle(text_bundle, tmp_path / "t.onnx", int8=True, examples=ex, labels=ex.labels)
     _check_parity(res, 45)
@@ -128,42 +163,19 @@ def test_text_model_and_int8_variant(text_bundle, tmp_path):
     assert set(res.parity["int8"]) >= {"max_abs_diff", "label_agreement"}
     assert "int8_drop" in res.parity["accuracy"]
     assert res.int8.stat().st_size < res.model.stat().st_size
-    # Exported again without --int8: the stale int8 file does not stay beside the new graph.
-    export_bundle(text_bundle, tmp_path / "t.onnx", examples=ex)
-    assert not (tmp_path / "t.int8.onnx").exists()
+    _run_loader(text_bundle, res.recipe, tmp_path)
 
 
-LOADER = """
-import json, sys
-import numpy as np
-import onnxruntime as ort
-from tokenizers import Tokenizer
-
-recipe = json.load(open(sys.argv[1]))
-folder = sys.argv[1].rsplit("/", 1)[0]
-tok = Tokenizer.from_file(f"{folder}/{recipe['text']['tokenizer']}/tokenizer.json")
-session = ort.InferenceSession(f"{folder}/{recipe['model']}")
-enc = tok.encode_batch(json.load(open(sys.argv[2])))
-feeds = {
-    "input_ids": np.array([e.ids for e in enc], dtype=np.int64),
-    "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
-}
-(proba,) = session.run(None, feeds)
-assert "torch" not in sys.modules and "headstart" not in sys.modules
-print(json.dumps({"proba": proba.tolist(),
-                  "labels": [recipe["labels"][i] for i in proba.argmax(1)]}))
-"""
-
-
-def test_text_model_runs_with_onnxruntime_and_tokenizers_alone(text_bundle, tmp_path):
+def _run_loader(text_bundle: Path, recipe: Path, tmp_path: Path) -> None:
     """The README's plain-Python loader, in a fresh process: long texts are truncated and
     batches padded exactly as headstart does, so the probabilities match PyTorch."""
-    res = export_bundle(text_bundle, tmp_path / "t.onnx")
-    texts = [*text_examples(6, seed=9).inputs, " ".join(["good film"] * 80), "bad"]
+    rng = np.random.default_rng(0)
+    long_text = " ".join(rng.choice(WORDS, size=150))  # over max_length: head+tail applies
+    texts = [*text_examples(6, seed=9).inputs, long_text, "bad"]
     (tmp_path / "texts.json").write_text(json.dumps(texts))
     (tmp_path / "load.py").write_text(textwrap.dedent(LOADER))
     run = subprocess.run(
-        [sys.executable, str(tmp_path / "load.py"), str(res.recipe), str(tmp_path / "texts.json")],
+        [sys.executable, str(tmp_path / "load.py"), str(recipe), str(tmp_path / "texts.json")],
         capture_output=True,
         text=True,
         timeout=120,
@@ -171,6 +183,8 @@ def test_text_model_runs_with_onnxruntime_and_tokenizers_alone(text_bundle, tmp_
     assert run.returncode == 0, run.stderr
     out = json.loads(run.stdout)
     clf = TransferClassifier.load(text_bundle)
+    pre = clf.backbone_.preprocess
+    assert pre.truncation == "head+tail" and out["n_tokens"][6] == pre.max_length
     want = clf.predict_proba(texts, cache=False)
     assert np.abs(np.array(out["proba"]) - want).max() <= ATOL
     assert out["labels"] == list(clf.classes_[want.argmax(1)])
@@ -205,11 +219,24 @@ def test_lora_adapters_are_merged_and_a_plain_model_is_untouched(tiny_text_dir):
 # ---------------------------------------------------------------------------- the CLI
 def test_cli_exports_and_prints_parity(image_bundle, tmp_path):
     out = tmp_path / "deploy" / "model.onnx"
-    res = headstart("export", str(image_bundle), "--format", "onnx", "--out", str(out))
+    out.parent.mkdir()
+    (out.parent / "model.int8.onnx").write_text("from an earlier export with --int8")
+    # The TorchScript exporter here (faster to start than dynamo, the default, tested above).
+    res = headstart(
+        "export",
+        str(image_bundle),
+        "--format",
+        "onnx",
+        "--out",
+        str(out),
+        "--exporter",
+        "torchscript",
+    )
     assert res.returncode == 0, res.stderr
     assert "max abs difference of probabilities" in res.stdout and "labels agree" in res.stdout
     par = json.loads((tmp_path / "deploy" / "model.parity.json").read_text())
     assert par["ok"] and par["n"] == 64 and "photographs" in par["source"]
+    # the stale int8 file does not stay beside a graph it does not belong to
     assert sorted(p.name for p in out.parent.iterdir()) == [
         "model.onnx",
         "model.parity.json",

@@ -63,4 +63,3 @@ def merge_adapters(module: nn.Module) -> tuple[nn.Module, int]:
     if left:
         raise RuntimeError(f"{left} PEFT adapter layer(s) were left unmerged")  # pragma: no cover
     return out, n
-

@@ -79,21 +79,18 @@ def build_recipe(
             "tokenizer": tokenizer_dir,
             "max_length": pre.max_length,
             "truncation": pre.truncation,
-            "padding": "to the longest text of the batch; attention_mask 1 on tokens, 0 on padding",
             "steps": [
-                f"tokenize with {tokenizer_dir}/tokenizer.json (special tokens added; "
-                f"truncation to {pre.max_length} tokens and padding are set in the file)",
+                f"token ids of the text without special tokens ({tokenizer_dir}/tokenizer.json)",
+                "body = max_length - len(prefix_ids) - len(suffix_ids); if the text is longer, "
+                + (
+                    "keep its first body // 4 tokens and its last body - body // 4 ('head+tail')"
+                    if pre.truncation == "head+tail"
+                    else "keep its first body tokens ('head')"
+                ),
+                "prefix_ids + ids + suffix_ids",
+                "pad with pad_token_id to the longest of the batch; attention_mask 1 on tokens",
                 "input_ids and attention_mask as int64 (batch, sequence)",
-            ]
-            + (
-                [
-                    "texts longer than max_length: headstart keeps the first quarter and the "
-                    "last three quarters of the window ('head+tail'); tokenizer.json keeps the "
-                    "head only"
-                ]
-                if pre.truncation == "head+tail"
-                else []
-            ),
+            ],
         }
     else:  # pragma: no cover - audio is refused before export
         raise ConfigError(f"no preprocessing recipe for {type(pre).__name__}")
@@ -101,12 +98,16 @@ def build_recipe(
 
 
 def write_tokenizer(pre: TextPreprocess, dest: Path) -> dict[str, Any]:
-    """Save the backbone's tokenizer to ``dest`` with truncation and padding set in
-    ``tokenizer.json``, so ``tokenizers.Tokenizer.from_file`` alone prepares a batch the way
-    headstart does ('head' truncation). Returns the pad token and its id."""
+    """Save the backbone's tokenizer to ``dest`` (``tokenizer.json`` for the ``tokenizers``
+    library, truncation and padding switched off) and return what a plain-Python loader needs
+    to build headstart's batches: the special tokens around a text, the pad id.
+
+    Truncation is left to the loader because headstart's default for text models,
+    "head+tail", is not one ``tokenizers`` can express (README, "Export to ONNX").
+    """
     from tokenizers import Tokenizer
 
-    from ..features.preprocess import get_tokenizer
+    from ..features.preprocess import get_tokenizer, tokenize
 
     tok = get_tokenizer(pre)
     dest.mkdir(parents=True, exist_ok=True)
@@ -118,9 +119,15 @@ def write_tokenizer(pre: TextPreprocess, dest: Path) -> dict[str, Any]:
             "exported model could not be used with the tokenizers library alone"
         )
     fast = Tokenizer.from_file(str(tok_file))
-    pad_token = str(tok.pad_token or "[PAD]")
-    pad_id = int(tok.pad_token_id or 0)
-    fast.enable_truncation(max_length=pre.max_length)
-    fast.enable_padding(pad_id=pad_id, pad_token=pad_token)
+    fast.no_truncation()
+    fast.no_padding()
     fast.save(str(tok_file))
-    return {"pad_token": pad_token, "pad_token_id": pad_id}
+    # The special tokens headstart puts around a text: those around a one-word body.
+    full = tokenize(["x"], pre)[0]
+    bare = list(tok("x", add_special_tokens=False)["input_ids"])
+    cut = next((i for i in range(len(full) - len(bare) + 1) if full[i : i + len(bare)] == bare), 0)
+    return {
+        "prefix_ids": [int(i) for i in full[:cut]],
+        "suffix_ids": [int(i) for i in full[cut + len(bare) :]],
+        "pad_token_id": int(tok.pad_token_id or 0),
+    }
