@@ -95,16 +95,18 @@ sys.addaudithook(hook)
 from headstart.bundle import read_bundle
 from headstart.cli.main import main
 from headstart.errors import HeadstartError
-results = {}
+results, cli = {}, {}
 for b in sys.argv[2:]:
     try:
         read_bundle(b)
         results[b] = "loaded"
     except HeadstartError as e:
         results[b] = type(e).__name__ + ": " + str(e)
+    cli[b] = main(["predict", b, "good movie", "-q"])  # the command's own path, audited too
 before = len(opened)
 open(os.path.join(outside, "config.json")).close()  # the hook sees an open outside
-print(json.dumps({"results": results, "opened": opened[:before], "probe": opened[before:]}))
+print(json.dumps({"results": results, "cli": cli, "opened": opened[:before],
+                  "probe": opened[before:]}))
 """
 
 
@@ -122,6 +124,12 @@ def test_references_outside_the_bundle_are_refused_before_anything_there_is_open
     (link / "head.safetensors").unlink()
     (link / "head.safetensors").symlink_to(outside / "model.safetensors")
     bundles.append(link)
+    # the description itself a link out (to a valid bundle description elsewhere)
+    meta_link = craft(good, tmp_path / "b" / "meta-link" / "model")
+    shutil.copy(meta_link / "headstart.json", outside / "headstart.json")
+    (meta_link / "headstart.json").unlink()
+    (meta_link / "headstart.json").symlink_to(outside / "headstart.json")
+    bundles.append(meta_link)
     res = subprocess.run(
         [sys.executable, "-c", AUDIT, str(outside), *map(str, bundles)],
         capture_output=True,
@@ -133,6 +141,7 @@ def test_references_outside_the_bundle_are_refused_before_anything_there_is_open
     out = json.loads(res.stdout.splitlines()[-1])
     assert out["probe"], "the audit hook must see an open outside the bundle"
     assert out["opened"] == [], f"files outside the bundle were opened: {out['opened']}"
+    assert set(out["cli"].values()) == {2}, out["cli"]  # `headstart predict` exits 2 on each
     for b in bundles:
         msg = out["results"][str(b)]
         assert msg.startswith("BundleError: "), msg

@@ -71,6 +71,8 @@ def save_transcription_bundle(model: Any, processor: Any, dest: Path, meta: dict
 def is_transcription_bundle(path: str | os.PathLike[str]) -> bool:
     """True when ``path`` is a model folder written by :func:`~headstart.asr.fit_transcription`."""
     meta = Path(path) / "headstart.json"
+    if Path(os.path.realpath(path)) not in Path(os.path.realpath(meta)).parents:
+        return False  # a link out of the folder: never opened (the bundle loader refuses it)
     try:
         kind = json.loads(meta.read_text()).get("kind")
     except (OSError, ValueError, AttributeError):
