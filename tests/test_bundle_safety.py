@@ -300,6 +300,20 @@ def test_broken_json_is_one_clear_message(good: Path, tmp_path: Path) -> None:
         read_bundle(dest)
 
 
+@pytest.mark.parametrize("key", ["modality", "classes", "backbone", "head"])
+def test_a_missing_key_is_a_message_from_every_command(
+    good: Path, tmp_path: Path, key: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dest = craft(good, tmp_path / "model", lambda m, f: m.pop(key))
+    for argv in (
+        ["predict", str(dest), "good movie", "-q"],
+        ["export", str(dest), "--out", str(tmp_path / "m.onnx")],
+    ):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert f"'{key}' must be" in err and "Traceback" not in err, err
+
+
 # -------------------------------------------------------------------- the CLI, for real
 def test_headstart_predict_prints_the_message_without_a_traceback(
     good: Path, tiny_text_dir: Path, tmp_path: Path

@@ -156,6 +156,9 @@ def write_bundle(
 
 
 def read_meta(path: Path) -> dict[str, Any]:
+    """``headstart.json`` of a bundle, read safely (no link out of the folder, valid JSON);
+    a classification bundle's is checked against the schema, so every reader (predict,
+    export, serve) gets one it can index without a KeyError."""
     meta_file = Path(path) / "headstart.json"
     if not meta_file.exists():
         hint = (
@@ -177,6 +180,8 @@ def read_meta(path: Path) -> dict[str, Any]:
             "loading what this version understands",
             stacklevel=2,
         )
+    if meta.get("kind", KIND_CLASSIFICATION) == KIND_CLASSIFICATION:
+        check_meta(meta, Path(path))
     return meta
 
 
@@ -202,7 +207,7 @@ def read_bundle(path: Path, *, trusted_paths: Sequence[str | os.PathLike[str]] =
     """
     path = Path(path)
     meta = read_meta(path)
-    check_meta(meta, path)
+    check_meta(meta, path)  # also refuses a transcription bundle, with the command to use
     b = meta["backbone"]
     where, folder = resolve_reference(
         b["name"], path, bundled=b.get("bundled") is not None, trusted_paths=trusted_paths
