@@ -16,7 +16,7 @@ import torch
 from conftest import WORDS, image_examples, text_examples
 from headstart.config import FinetuneConfig
 from headstart.estimator import TransferClassifier
-from headstart.export import count_adapter_layers, export_bundle, merge_adapters
+from headstart.export import count_adapter_layers, export_bundle, merge_for_export
 from headstart.features.onnx_runtime import OnnxFeatureRunner
 from test_cli import headstart
 
@@ -190,30 +190,30 @@ def _run_loader(text_bundle: Path, recipe: Path, tmp_path: Path) -> None:
     assert out["labels"] == list(clf.classes_[want.argmax(1)])
 
 
-def test_lora_adapters_are_merged_and_a_plain_model_is_untouched(tiny_text_dir):
-    from peft import LoraConfig, get_peft_model
-    from transformers import BertModel
+def test_lora_bundle_is_exported_with_its_adapter_merged(tmp_path, tiny_text_dir):
+    cfg = FinetuneConfig(peft="lora", lora_rank=2, lora_alpha=4, epochs=2, batch_size=16,
+                         lr=1e-2, keep_start=False)  # fmt: skip
+    bundle, _ = _fit_and_save(tmp_path, tiny_text_dir, text_examples(48), strategy="finetune",
+                              finetune=cfg)  # fmt: skip
+    assert (bundle / "adapter").is_dir()
+    ex = text_examples(30, seed=6)
+    res = export_bundle(bundle, tmp_path / "lora.onnx", examples=ex, labels=ex.labels)
+    _check_parity(res, 30)  # the reference is the adapted, unmerged backbone
+    assert res.adapters_merged == 4  # 2 layers x (query, value)
+    import onnx
 
-    plain = BertModel.from_pretrained(tiny_text_dir).eval()
-    assert merge_adapters(plain) == (plain, 0)
-    torch.manual_seed(1)
-    cfg = LoraConfig(r=4, lora_alpha=8, target_modules=["query", "value"], init_lora_weights=False)
-    model = get_peft_model(BertModel.from_pretrained(tiny_text_dir), cfg).eval()
-    n_layers = count_adapter_layers(model)
-    assert n_layers == 4  # 2 layers x (query, value)
-    ids = torch.tensor([[2, 5, 6, 7, 3], [2, 9, 3, 0, 0]])
-    mask = (ids > 0).long()
-    with torch.inference_mode():
-        before = model(input_ids=ids, attention_mask=mask).last_hidden_state
-        base = BertModel.from_pretrained(tiny_text_dir).eval()
-        unadapted = base(input_ids=ids, attention_mask=mask).last_hidden_state
-    assert (before - unadapted).abs().max() > 1e-3  # the adapter changes the output
-    merged, n = merge_adapters(model)
-    assert n == n_layers and count_adapter_layers(merged) == 0
-    assert not any(type(m).__module__.startswith("peft.") for m in merged.modules())
-    with torch.inference_mode():
-        after = merged(input_ids=ids, attention_mask=mask).last_hidden_state
-    assert (after - before).abs().max() < 1e-5
+    names = [i.name for i in onnx.load(str(res.model)).graph.initializer]
+    assert not [n for n in names if "lora" in n.lower()]
+    # The adapter matters: the pristine backbone computes other features.
+    from headstart.backbones.registry import load_backbone
+    from headstart.features.cache import features_in_memory
+
+    plain = load_backbone(f"local-dir:{tiny_text_dir}").eval()
+    assert count_adapter_layers(plain) == 0 and merge_for_export(plain) == (plain, 0)
+    adapted = TransferClassifier.load(bundle).backbone_
+    assert count_adapter_layers(adapted) == 4
+    diff = features_in_memory(adapted, ex) - features_in_memory(plain, ex)
+    assert np.abs(diff).max() > 1e-3
 
 
 # ---------------------------------------------------------------------------- the CLI

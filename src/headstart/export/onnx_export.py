@@ -17,7 +17,6 @@ graph would start at log-mel features, which cannot be computed with ONNX Runtim
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import shutil
@@ -35,7 +34,7 @@ from .._io import atomic_write_json
 from ..backbones.base import Backbone, TextPreprocess
 from ..data.base import Examples
 from ..errors import ConfigError, did_you_mean
-from .adapters import count_adapter_layers, merge_adapters
+from .adapters import merge_for_export
 
 __all__ = ["FORMATS", "ExportResult", "ProbabilityGraph", "check_out", "export_bundle"]
 
@@ -197,7 +196,9 @@ def export_bundle(
     side = sidecars(out)
     bundle = read_bundle(model_dir)
     backbone: Backbone = bundle.backbone.eval()
-    graph_backbone, merged = _merged_copy(backbone)
+    graph_backbone, merged = merge_for_export(backbone)
+    if merged:
+        log.info("merged %d LoRA adapter layer(s) into the exported weights", merged)
     graph = ProbabilityGraph(graph_backbone, bundle.head.to_torch()).eval()
     example = backbone.example_inputs(batch_size=2)
     input_names = list(example)
@@ -276,16 +277,6 @@ def export_bundle(
         adapters_merged=merged,
         export_seconds=export_s,
     )
-
-
-def _merged_copy(backbone: Backbone) -> tuple[nn.Module, int]:
-    """The backbone to export: a copy with PEFT adapters merged, or itself when it has none
-    (the unmerged original stays the parity reference)."""
-    if count_adapter_layers(backbone) == 0:
-        return backbone, 0
-    merged, n = merge_adapters(copy.deepcopy(backbone))
-    log.info("merged %d PEFT adapter layer(s) into the exported weights", n)
-    return merged.eval(), n
 
 
 def _move_into_place(
