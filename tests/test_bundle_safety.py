@@ -229,6 +229,33 @@ def _delete(rel: str):
     return edit
 
 
+def _rewrite_bundled(rel: str, write):
+    """Replace a bundled file and record its new hash (an attacker can edit both)."""
+
+    def edit(meta: dict, folder: Path) -> None:
+        from headstart._io import sha256_file
+
+        f = folder / "backbone" / rel
+        write(f)
+        meta["backbone"]["bundled"]["files"][rel] = sha256_file(f)
+
+    return edit
+
+
+def _json_edit(**changes):
+    def write(f: Path) -> None:
+        f.write_text(json.dumps({**json.loads(f.read_text()), **changes}))
+
+    return write
+
+
+def _other_weights(f: Path) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({"encoder.embeddings.word_embeddings.weight": torch.zeros(3, 3)}, str(f))
+
+
 def _tokenizer_pointing_out(meta: dict, folder: Path) -> None:
     """An attacker who also updates the recorded hash: the JSON value itself is refused."""
     from headstart._io import sha256_file
@@ -272,6 +299,15 @@ CRAFTED = {
     "pretrained-not-bool": (_set("backbone.pretrained", "yes"), "true or false"),
     "unknown-head": (_set("head.name", "forest"), "head.config.type"),
     "tokenizer-file-outside": (_tokenizer_pointing_out, "a location outside the bundle"),
+    "unknown-model-type": (
+        _rewrite_bundled("config.json", _json_edit(model_type="evil")),
+        "cannot be loaded",
+    ),
+    "damaged-tokenizer": (
+        _rewrite_bundled("tokenizer.json", lambda f: f.write_text('{"model": 3}')),
+        "cannot be loaded",
+    ),
+    "foreign-weights": (_rewrite_bundled("weights.safetensors", _other_weights), "does not fit"),
     "extra-bundled-file": (
         lambda m, f: (f / "backbone" / "pytorch_model.bin").write_bytes(b"x"),
         "is not one of the files",

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ._io import sha256_file
-from .backbones.base import Backbone, ImagePreprocess
+from .backbones.base import Backbone, ImagePreprocess, TextPreprocess
 from .bundle_schema import (
     BUNDLED_DIR,
     FIX,
@@ -39,7 +39,7 @@ from .bundle_schema import (
     path_like_values,
     resolve_reference,
 )
-from .errors import BackboneError, BundleError, ConfigError
+from .errors import BackboneError, BundleError, ConfigError, HeadstartError
 
 __all__ = ["HF_FOLDER", "bundle_backbone", "is_registry_name", "load_bundled", "needs_bundling"]
 
@@ -210,17 +210,11 @@ def _image_preprocess(pre: dict[str, Any], root: Path) -> ImagePreprocess:
     return p
 
 
-def load_bundled(root: Path, b: dict[str, Any]) -> Backbone:
-    """The backbone of a self-contained bundle, built from its own files only."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    from .backbones.base import state_dict_sha256
+def _build(root: Path, folder: Path, arch: Any, b: dict[str, Any]) -> Backbone:
+    """The architecture, randomly initialised (the bundled weights are loaded next); a text
+    backbone's tokenizer is loaded now, so a damaged one is refused here, not mid-predict."""
     from .backbones.registry import load_backbone
 
-    bundled = b["bundled"]
-    arch = bundled.get("architecture")
-    folder = _check_bundled_files(root, bundled)
     pre = b["preprocess"]
     if arch == HF_FOLDER:
         max_length = b.get("max_length") or pre.get("max_length")
@@ -231,13 +225,40 @@ def load_bundled(root: Path, b: dict[str, Any]) -> Backbone:
             max_length=max_length if isinstance(max_length, int) else None,
             pooling=b["pooling"],
         )
-    elif isinstance(arch, str) and is_registry_name(arch) and arch.split(":")[0] != "hf":
-        backbone = load_backbone(arch, pretrained=False, image_size=b.get("image_size"))
-    else:
+        if isinstance(backbone.preprocess, TextPreprocess):
+            from .features.preprocess import get_tokenizer
+
+            get_tokenizer(backbone.preprocess)
+        return backbone
+    if isinstance(arch, str) and is_registry_name(arch) and arch.split(":")[0] != "hf":
+        return load_backbone(arch, pretrained=False, image_size=b.get("image_size"))
+    raise BundleError(
+        f"{root / 'headstart.json'}: backbone.bundled.architecture is {arch!r}; expected "
+        f"{HF_FOLDER!r} or a torchvision:/timm: model name. {FIX}"
+    )
+
+
+def load_bundled(root: Path, b: dict[str, Any]) -> Backbone:
+    """The backbone of a self-contained bundle, built from its own files only."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from .backbones.base import state_dict_sha256
+
+    bundled = b["bundled"]
+    arch = bundled.get("architecture")
+    folder = _check_bundled_files(root, bundled)
+    pre = b["preprocess"]
+    try:
+        backbone = _build(root, folder, arch, b)
+    except HeadstartError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        # transformers refusing a bundled config.json / tokenizer (unknown model type, ...)
         raise BundleError(
-            f"{root / 'headstart.json'}: backbone.bundled.architecture is {arch!r}; expected "
-            f"{HF_FOLDER!r} or a torchvision:/timm: model name. {FIX}"
-        )
+            f"{folder}: the bundled backbone's files cannot be loaded ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:300] if str(exc) else ''}). {FIX}"
+        ) from exc
     weights = folder / bundled["weights"]
     try:
         state = load_file(str(weights))
