@@ -40,6 +40,72 @@ def test_scikit_learn_estimator_checks(estimator, check):
     check(estimator)
 
 
+# With an image backbone the same checks run, and each one that fits or predicts on the
+# checks' 2-D numeric X fails on purpose: (N, D) could be flattened images as well as
+# features, so an image backbone refuses it with a DataError naming backbone='precomputed'
+# (test_a_2d_numeric_array_is_features_only_with_the_precomputed_backbone). The rest (API
+# contract: parameters, cloning, tags, unfitted errors, sparse and complex input refused) pass.
+REFUSES_2D_X = "fits on a 2-D numeric X, which an image backbone refuses by design"
+IMAGE_BACKBONE_FAILED_CHECKS = dict.fromkeys(
+    [
+        "check_all_zero_sample_weights_error",
+        "check_classifier_data_not_an_array",
+        "check_classifiers_classes",
+        "check_classifiers_one_label",
+        "check_classifiers_one_label_sample_weights",
+        "check_classifiers_regression_target",
+        "check_classifiers_train",
+        "check_dict_unchanged",
+        "check_dont_overwrite_parameters",
+        "check_estimators_dtypes",
+        "check_estimators_empty_data_messages",
+        "check_estimators_fit_returns_self",
+        "check_estimators_nan_inf",
+        "check_estimators_overwrite_params",
+        "check_estimators_pickle",
+        "check_f_contiguous_array_estimator",
+        "check_fit2d_1feature",
+        "check_fit2d_1sample",
+        "check_fit2d_predict1d",
+        "check_fit_check_is_fitted",
+        "check_fit_idempotent",
+        "check_fit_score_takes_y",
+        "check_methods_sample_order_invariance",
+        "check_methods_subset_invariance",
+        "check_n_features_in",
+        "check_n_features_in_after_fitting",
+        "check_pipeline_consistency",
+        "check_positive_only_tag_during_fit",
+        "check_readonly_memmap_input",
+        "check_requires_y_none",
+        "check_sample_weight_equivalence_on_dense_data",
+        "check_sample_weights_list",
+        "check_sample_weights_not_an_array",
+        "check_sample_weights_not_overwritten",
+        "check_sample_weights_pandas_series",
+        "check_sample_weights_shape",
+        "check_supervised_y_2d",
+    ],
+    REFUSES_2D_X,
+) | {"check_dtype_object": "a 2-D object array is neither texts nor images: refused"}
+
+
+def test_scikit_learn_checks_on_a_tiny_image_backbone(tiny_vision_dir):
+    from sklearn.utils.estimator_checks import check_estimator
+
+    clf = TransferClassifier(backbone=f"local-dir:{tiny_vision_dir}", engine="torch", cache=False)
+    results = check_estimator(clf, on_fail=None)
+    failed = {r["check_name"] for r in results if r["status"] == "failed"}
+    passed = {r["check_name"] for r in results if r["status"] == "passed"}
+    assert failed == set(IMAGE_BACKBONE_FAILED_CHECKS)
+    assert {
+        "check_estimators_unfitted",
+        "check_complex_data",
+        "check_estimator_sparse_array",
+    } <= passed
+    assert len(passed) >= 20
+
+
 # ------------------------------------------------------------------------------ fixtures
 @pytest.fixture(scope="module")
 def vision(tiny_vision_dir, tmp_path_factory):
@@ -185,22 +251,27 @@ def test_image_array_layouts_and_ranges_give_the_same_features(fitted_images, ca
     grey = image_examples(8, seed=3).inputs  # uint8 (N, H, W)
     rgb = np.repeat(grey[..., None], 3, axis=-1)
     ref = fitted_images.features(grey, cache=False)
-    variants = {
-        "NHWC uint8": rgb,
-        "NCHW uint8": rgb.transpose(0, 3, 1, 2),
-        "NHW1 uint8": grey[..., None],
-        "float 0-1": grey / 255.0,
-        "float32 -1..1 NCHW": (rgb.transpose(0, 3, 1, 2) / 127.5 - 1).astype(np.float32),
-        "int64 0-255": grey.astype(np.int64),
+    torch = pytest.importorskip("torch")
+    variants = {  # name: (X, the range the log line must say was inferred; None: no guess)
+        "NHWC uint8": (rgb, None),
+        "NCHW uint8": (rgb.transpose(0, 3, 1, 2), None),
+        "NHW1 uint8": (grey[..., None], None),
+        "float 0-1": (grey / 255.0, "[0, 1]"),
+        "float32 -1..1 NCHW": (
+            (rgb.transpose(0, 3, 1, 2) / 127.5 - 1).astype(np.float32),
+            "[-1, 1]",
+        ),
+        "int64 0-255": (grey.astype(np.int64), "[0, 255]"),
+        "torch tensor 0-1": (torch.from_numpy(grey / 255.0), "[0, 1]"),
     }
-    for name, X in variants.items():
+    for name, (X, said) in variants.items():
         with caplog.at_level(logging.INFO, logger="headstart"):
             caplog.clear()
             got = fitted_images.features(X, cache=False)
         np.testing.assert_allclose(got, ref, atol=1e-5, err_msg=name)
         inferred = [r.message for r in caplog.records if "inferred" in r.message]
-        assert bool(inferred) == (X.dtype != np.uint8), name
-    assert "[-1, 1]" in inferred[0] or "[0, 255]" in inferred[0]
+        assert len(inferred) == (said is not None), name
+        assert said is None or f"pixel values in {said}" in inferred[0], name
 
 
 def test_a_stated_value_range_is_used_and_checked(vision, fitted_images, caplog):
@@ -246,6 +317,16 @@ def test_a_2d_numeric_array_is_features_only_with_the_precomputed_backbone(fitte
         TransferClassifier(backbone="precomputed", strategy="auto").fit(X, y)
     with pytest.raises(ConfigError, match="no backbone to bundle"):
         clf.save("unused")
+    from scipy import sparse
+
+    for bad, msg in [
+        (sparse.csr_matrix(X), "sparse input is not supported"),
+        (X.astype(complex)[:, :, None], "Complex data not supported"),
+        (X.astype(object), "2-D array of object"),
+        (X[:, 0], "1-D numeric array"),
+    ]:
+        with pytest.raises(DataError, match=msg):
+            fitted_images.predict(bad)
 
 
 def test_inputs_of_the_wrong_modality_are_refused(fitted_images, fitted_text):

@@ -92,8 +92,26 @@ def read_inputs(X: Any, *, value_range: tuple[float, float] | None = None) -> tu
             "X must be a sequence of inputs (texts, image paths, PIL images or an image "
             f"array), not a single {type(X).__name__}; wrap it in a list"
         )
-    if isinstance(X, np.ndarray) and X.dtype.kind in "biuf":
-        return "image", image_array(X, value_range)
+    if type(X).__module__.startswith("scipy.sparse"):
+        raise DataError(
+            f"X is a scipy sparse matrix {X.shape}: sparse input is not supported. Pass a "
+            "dense array (X.toarray()); as features, with backbone='precomputed'"
+        )
+    if not isinstance(X, list | tuple | np.ndarray) and hasattr(X, "__array__"):
+        X = np.asarray(X)  # torch tensors, array wrappers
+    if isinstance(X, np.ndarray):
+        if X.dtype.kind == "c":
+            raise DataError(
+                f"Complex data not supported: X has dtype {X.dtype}; pass real pixel values"
+            )
+        if X.dtype.kind in "biuf":
+            return "image", image_array(X, value_range)
+        if X.ndim != 1:
+            raise DataError(
+                f"X is a {X.ndim}-D array of {X.dtype}: texts and paths are a 1-D sequence "
+                "of strings, images a numeric array (N,H,W[,C]), features a numeric 2-D "
+                "array with backbone='precomputed'"
+            )
     inputs = list(X)
     if not inputs:
         raise DataError("X is empty: nothing to fit or predict on")
