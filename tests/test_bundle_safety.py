@@ -294,6 +294,7 @@ CRAFTED = {
         "NaN or infinite",
     ),
     "feature-dim": (_set("backbone.feature_dim", 99), "feature_dim is 99"),
+    "huge-max-length": (_set("backbone.max_length", 10**12), "positive integer up to"),
     "format-string": (_set("format", "1"), "not a headstart bundle description"),
     "bad-modality": (_set("modality", "video"), "'modality' must be one of"),
     "pretrained-not-bool": (_set("backbone.pretrained", "yes"), "true or false"),

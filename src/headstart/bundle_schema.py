@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from .errors import BundleError
 __all__ = [
     "BUNDLED_DIR",
     "FIX",
+    "MAX_SIZE",
     "bundle_file",
     "check_head_arrays",
     "check_json_paths",
@@ -65,15 +67,22 @@ def _where(path: Path, key: str) -> str:
 
 def _need(ok: bool, path: Path, key: str, expected: str, got: Any) -> None:
     if not ok:
-        raise BundleError(f"{_where(path, key)} must be {expected}, got {got!r}. {FIX}")
+        shown = repr(got)
+        shown = shown if len(shown) <= 200 else shown[:200] + "..."
+        raise BundleError(f"{_where(path, key)} must be {expected}, got {shown}. {FIX}")
 
 
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _opt_pos_int(v: Any) -> bool:
-    return v is None or (_is_int(v) and v > 0)
+#: Upper bounds on sizes a bundle may ask for: far above any real model, low enough that an
+#: edited value cannot make a prediction allocate without limit.
+MAX_SIZE = {"image_size": 8192, "max_length": 131072, "feature_dim": 1 << 20}
+
+
+def _opt_pos_int(v: Any, key: str) -> bool:
+    return v is None or (_is_int(v) and 0 < v <= MAX_SIZE[key])
 
 
 def check_meta(meta: Any, path: Path) -> None:
@@ -110,7 +119,7 @@ def check_meta(meta: Any, path: Path) -> None:
         "non-empty strings",
         classes,
     )
-    dup = sorted({c for c in classes if classes.count(c) > 1})
+    dup = sorted(c for c, n in Counter(classes).items() if n > 1)
     _need(not dup, path, "classes", "distinct names", dup)
     modality = meta.get("modality")
     _need(modality in _MODALITIES, path, "modality", f"one of {_MODALITIES}", modality)
@@ -184,14 +193,20 @@ def _check_backbone(b: dict[str, Any], path: Path, modality: str) -> None:
         pre.get("kind"),
     )
     fd = b.get("feature_dim")
-    _need(_is_int(fd) and fd > 0, path, "backbone.feature_dim", "a positive integer", fd)
+    _need(
+        _is_int(fd) and 0 < fd <= MAX_SIZE["feature_dim"],
+        path,
+        "backbone.feature_dim",
+        f"a positive integer up to {MAX_SIZE['feature_dim']}",
+        fd,
+    )
     _need(isinstance(b.get("pooling"), str), path, "backbone.pooling", "a string", b.get("pooling"))
     for key in ("image_size", "max_length"):
         _need(
-            _opt_pos_int(b.get(key)),
+            _opt_pos_int(b.get(key), key),
             path,
             f"backbone.{key}",
-            "null or a positive integer",
+            f"null or a positive integer up to {MAX_SIZE[key]}",
             b.get(key),
         )
     tp = b.get("tuned_params", [])

@@ -32,6 +32,7 @@ from .backbones.base import Backbone, ImagePreprocess, TextPreprocess
 from .bundle_schema import (
     BUNDLED_DIR,
     FIX,
+    MAX_SIZE,
     bundle_file,
     check_json_paths,
     inside_bundle,
@@ -199,6 +200,7 @@ def _image_preprocess(pre: dict[str, Any], root: Path) -> ImagePreprocess:
         ) from exc
     if (
         min(p.size, p.resize) <= 0
+        or max(p.size, p.resize) > MAX_SIZE["image_size"]
         or len(p.mean) != 3
         or len(p.std) != 3
         or min(p.std) <= 0
