@@ -263,11 +263,10 @@ def test_cli_bad_input_gets_clear_errors(image_bundle, tmp_path, capsys):
     assert "--out must name an .onnx file" in err
     err = export(str(image_bundle), "--out", str(tmp_path))
     assert "is a folder" in err
-    audio = tmp_path / "audio-model"
+    audio = tmp_path / "audio-model"  # a valid description, of an audio model
     audio.mkdir()
-    meta = {"format": 1, "kind": "classification", "modality": "audio", "classes": ["a", "b"],
-            "backbone": {"name": "hf:openai/whisper-tiny.en"}}  # fmt: skip
-    (audio / "headstart.json").write_text(json.dumps(meta))
+    meta = json.loads((image_bundle / "headstart.json").read_text())
+    (audio / "headstart.json").write_text(json.dumps({**meta, "modality": "audio"}))
     err = export(str(audio), "--out", str(tmp_path / "a.onnx"))
     assert "audio models is not supported yet" in err
     assert not list(tmp_path.glob("*.onnx")) and not list(tmp_path.glob(".*tmp"))
