@@ -31,7 +31,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
+from .audio import AUDIO_EXTENSIONS
 from .base import Modality
+from .images import IMAGE_EXTENSIONS
 
 log = logging.getLogger("headstart")
 
@@ -42,8 +44,6 @@ LABEL_COLUMNS = ("label", "labels")
 #: Longest side a list of different-size PIL images is stored at (square, uint8): above every
 #: registered backbone's resize size, so nothing a backbone would see is lost.
 MAX_PIL_SIDE = 384
-_IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
-_AUDIO_EXT = {".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au"}
 _STATE = (
     "state it when making the estimator: TransferClassifier(..., value_range=(0, 1)), "
     "(-1, 1) or (0, 255)"
@@ -129,8 +129,9 @@ def read_inputs(X: Any, *, value_range: tuple[float, float] | None = None) -> tu
         return read_inputs(stacked, value_range=value_range)
     if isinstance(first, Path | str):
         suffix = Path(first).suffix.lower()
-        if isinstance(first, Path) or (suffix in _IMAGE_EXT | _AUDIO_EXT and Path(first).exists()):
-            return ("audio" if suffix in _AUDIO_EXT else "image"), [str(p) for p in inputs]
+        known = suffix in IMAGE_EXTENSIONS | AUDIO_EXTENSIONS
+        if isinstance(first, Path) or (known and Path(first).exists()):
+            return ("audio" if suffix in AUDIO_EXTENSIONS else "image"), [str(p) for p in inputs]
     bad = next((i for i, v in enumerate(inputs) if not isinstance(v, str)), None)
     if bad is not None:
         v = inputs[bad]
