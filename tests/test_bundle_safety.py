@@ -337,7 +337,7 @@ def test_broken_json_is_one_clear_message(good: Path, tmp_path: Path) -> None:
         read_bundle(dest)
 
 
-@pytest.mark.parametrize("key", ["modality", "classes", "backbone", "head"])
+@pytest.mark.parametrize("key", ["modality", "classes", "backbone"])
 def test_a_missing_key_is_a_message_from_every_command(
     good: Path, tmp_path: Path, key: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -46,6 +46,7 @@ from .bundle_schema import (
     bundle_file,
     check_head_arrays,
     check_meta,
+    check_summary,
     inside_bundle,
     resolve_reference,
     safetensors_header,
@@ -157,8 +158,8 @@ def write_bundle(
 
 def read_meta(path: Path) -> dict[str, Any]:
     """``headstart.json`` of a bundle, read safely (no link out of the folder, valid JSON);
-    a classification bundle's is checked against the schema, so every reader (predict,
-    export, serve) gets one it can index without a KeyError."""
+    a classification bundle's top-level keys are checked (:func:`check_summary`), so every
+    reader (predict, export, serve) can index them without a KeyError."""
     meta_file = Path(path) / "headstart.json"
     if not meta_file.exists():
         hint = (
@@ -181,7 +182,7 @@ def read_meta(path: Path) -> dict[str, Any]:
             stacklevel=2,
         )
     if meta.get("kind", KIND_CLASSIFICATION) == KIND_CLASSIFICATION:
-        check_meta(meta, Path(path))
+        check_summary(meta, Path(path))
     return meta
 
 

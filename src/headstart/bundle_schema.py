@@ -38,6 +38,7 @@ __all__ = [
     "check_head_arrays",
     "check_json_paths",
     "check_meta",
+    "check_summary",
     "inside_bundle",
     "is_outside_path",
     "path_like_values",
@@ -91,6 +92,16 @@ def check_meta(meta: Any, path: Path) -> None:
     Only what the loader relies on is required; unknown keys (written by a newer headstart,
     or by other tools such as a LoRA adapter's) are allowed.
     """
+    check_summary(meta, path)
+    b = meta["backbone"]
+    _check_backbone(b, path, meta["modality"])
+    _check_head(meta, path)
+
+
+def check_summary(meta: Any, path: Path) -> None:
+    """The keys every reader of ``headstart.json`` indexes before loading anything (format,
+    kind, classes, modality, backbone name): :func:`headstart.bundle.read_meta` checks them,
+    :func:`check_meta` everything else."""
     _need(isinstance(meta, dict), path, "(top level)", "a JSON object", type(meta).__name__)
     fmt = meta.get("format")
     _need(_is_int(fmt) and fmt >= 1, path, "format", "a positive integer", fmt)
@@ -132,8 +143,13 @@ def check_meta(meta: Any, path: Path) -> None:
     )
     b = meta.get("backbone")
     _need(isinstance(b, dict), path, "backbone", "a JSON object", b)
-    _check_backbone(b, path, modality)
-    head = meta.get("head")
+    name = b.get("name")
+    _need(isinstance(name, str) and bool(name), path, "backbone.name", "a backbone name", name)
+
+
+def _check_head(meta: dict[str, Any], path: Path) -> None:
+    classes, b = meta["classes"], meta["backbone"]
+    head: Any = meta.get("head")
     _need(isinstance(head, dict), path, "head", "a JSON object", head)
     _need(isinstance(head.get("name"), str), path, "head.name", "a head name", head.get("name"))
     cfg = head.get("config")
