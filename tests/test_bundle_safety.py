@@ -308,6 +308,13 @@ CRAFTED = {
         _rewrite_bundled("tokenizer.json", lambda f: f.write_text('{"model": 3}')),
         "cannot be loaded",
     ),
+    "other-architecture": (
+        lambda m, f: (
+            unbundle(m, f, "torchvision:mobilenet_v3_small"),
+            m["backbone"].update(pretrained=False),
+        ),
+        "features here",
+    ),
     "foreign-weights": (_rewrite_bundled("weights.safetensors", _other_weights), "does not fit"),
     "extra-bundled-file": (
         lambda m, f: (f / "backbone" / "pytorch_model.bin").write_bytes(b"x"),

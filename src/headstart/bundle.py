@@ -221,6 +221,11 @@ def read_bundle(path: Path, *, trusted_paths: Sequence[str | os.PathLike[str]] =
     if (path / ADAPTER_DIR).exists():
         inside_bundle(path, path / ADAPTER_DIR)
     backbone = load_bundled(path, b) if where == "bundled" else _load_named(path, b, folder)
+    if backbone.feature_dim != b["feature_dim"]:
+        raise BundleError(
+            f"{path / 'headstart.json'}: backbone {b['name']} gives {backbone.feature_dim} "
+            f"features here, but feature_dim is {b['feature_dim']} (the head's input). {FIX}"
+        )
     if tuned_file.exists():
         _load_tuned(backbone, tuned_file)
     if b.get("adapter") or (path / ADAPTER_DIR).exists():

@@ -40,7 +40,7 @@ from .bundle_schema import (
     path_like_values,
     resolve_reference,
 )
-from .errors import BackboneError, BundleError, ConfigError, HeadstartError
+from .errors import BundleError, ConfigError, HeadstartError
 
 __all__ = ["HF_FOLDER", "bundle_backbone", "is_registry_name", "load_bundled", "needs_bundling"]
 
@@ -276,11 +276,6 @@ def load_bundled(root: Path, b: dict[str, Any]) -> Backbone:
         )
     if backbone.modality == "image":
         backbone.preprocess = _image_preprocess(pre, root)
-    if backbone.feature_dim != b["feature_dim"]:
-        raise BackboneError(
-            f"{root}: the bundled backbone gives {backbone.feature_dim} features, headstart.json "
-            f"says {b['feature_dim']}. {FIX}"
-        )
     w = b["weights"]
     backbone.name = b["name"]
     backbone.weights = replace(
