@@ -8,7 +8,8 @@ Starts ``headstart serve MODEL`` as a real process twice on a free port, first w
 each, one digits image per multipart request) for ``--duration`` seconds. Reports requests/s,
 p50/p99 latency, errors (a non-200 answer, a transport error, or a label that differs from
 the one the same server gave that image alone before the load), the mean inputs per forward
-pass, and the server's resident memory (VmRSS) after warm-up, every 10 s, and at the end.
+pass, and the server's resident memory (VmRSS) after a ``--warmup`` of the same load, every
+10 s, and at the end.
 
 Without ``--model`` it trains the model the acceptance names, once, into
 ``--work`` (default /tmp/headstart-bench-serve):
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import os
 import socket
 import subprocess
 import sys
@@ -143,7 +145,7 @@ def _serve(model: Path, flags: list[str], args: argparse.Namespace, images: list
             if time.monotonic() - t0 > 180:
                 raise SystemExit("server did not start in 180 s")
             time.sleep(0.3)
-        asyncio.run(_load(url, images, args.clients, min(5.0, args.duration)))  # warm-up
+        asyncio.run(_load(url, images, args.clients, args.warmup))
         rss = [_rss_mib(proc.pid)]
         done: dict[str, Any] = {}
 
@@ -156,6 +158,7 @@ def _serve(model: Path, flags: list[str], args: argparse.Namespace, images: list
             done.update(task.result())
 
         t_load = time.monotonic()
+        load_before = os.getloadavg()[0]
         asyncio.run(sample())
         rss.append(_rss_mib(proc.pid))
         done.update(
@@ -163,6 +166,7 @@ def _serve(model: Path, flags: list[str], args: argparse.Namespace, images: list
             rss_end_mib=round(rss[-1], 1),
             rss_samples_mib=[round(r, 1) for r in rss],
             server_alive=proc.poll() is None,
+            machine_load_1min=[round(load_before, 1), round(os.getloadavg()[0], 1)],
         )
         return done
     finally:
@@ -178,6 +182,9 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=60.0, help="seconds of load per mode")
     ap.add_argument("--max-batch", type=int, default=32)
     ap.add_argument("--max-wait-ms", type=float, default=5.0)
+    ap.add_argument(
+        "--warmup", type=float, default=20.0, help="seconds of load before measuring (default: 20)"
+    )
     ap.add_argument("--images", type=int, default=64, help="distinct images the clients send")
     ap.add_argument("--json", help="also write the results to this JSON file")
     args = ap.parse_args()
@@ -206,6 +213,9 @@ def main() -> None:
     )
     for name, r in results.items():
         print(f"RSS every 10 s, batching {name} (MiB): {r['rss_samples_mib']}")
+        print(
+            f"  machine load (1-min average) before/after, batching {name}: {r['machine_load_1min']}"
+        )
     if args.json:
         from headstart._io import atomic_write_json
 

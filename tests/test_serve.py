@@ -167,7 +167,7 @@ def test_health_metadata_and_openapi_docs(servers):
 def test_concurrent_image_requests_match_headstart_predict(servers):
     url, pngs = servers["image"], servers["pngs"]
     cli = servers["cli"]["image"]
-    # 12 requests at once, alternately multipart files and base64 JSON, 1 or 2 images each
+    # 7 requests at once, alternately multipart files and base64 JSON, 1 or 2 images each
     requests: list[dict[str, object]] = []
     order: list[int] = []
     i = 0
@@ -289,14 +289,16 @@ async def _submit_all(max_batch: int, requests: list[list[object]], calls: list[
     return results, batcher.stats
 
 
-def test_micro_batcher_groups_requests_and_isolates_a_failing_one():
+def test_micro_batcher_groups_requests_pads_them_and_isolates_a_failing_one():
     requests: list[list[object]] = [[i, i + 100] for i in range(5)] + [["bad"]]
     calls: list[int] = []
     results, stats = asyncio.run(_submit_all(4, requests, calls))
     for i in range(5):
         np.testing.assert_array_equal(results[i][:, 0], [i, i + 100])
     assert isinstance(results[5], ValueError)
-    assert max(calls) <= 4 and calls[:2] == [4, 4]  # two requests of two per forward pass
+    # two requests of two per forward pass; the failing batch of three was padded to four,
+    # then retried request by request
+    assert calls == [4, 4, 4, 2, 1]
     assert stats.requests == 5 and stats.failed_requests == 1
     # batching off: every request runs alone
     calls_off: list[int] = []
@@ -312,3 +314,39 @@ def test_micro_batcher_refuses_bad_settings():
         MicroBatcher(_toy_predict([]), max_batch=0)
     with pytest.raises(ConfigError, match="--max-wait-ms"):
         MicroBatcher(_toy_predict([]), max_wait_s=-1)
+
+
+def test_triton_repository_for_an_exported_model(servers, tmp_path):
+    """`write_triton_repository` on a real `headstart export` graph: the layout Triton reads,
+    a config whose inputs/outputs match the graph, and a model.onnx that still runs."""
+    ort = pytest.importorskip("onnxruntime")
+    from headstart.errors import DataError
+    from headstart.export import export_bundle
+    from headstart.serving.triton import write_triton_repository
+
+    onnx_file = tmp_path / "tiny.onnx"
+    export_bundle(servers["root"] / "image-model", onnx_file, examples=image_examples(8))
+    folder = write_triton_repository(onnx_file, tmp_path / "repo", max_batch_size=8)
+    assert folder == tmp_path / "repo" / "tiny"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "1",
+        "config.pbtxt",
+        "labels.txt",
+        "preprocess.json",
+    ]
+    assert (folder / "labels.txt").read_text().split() == ["left", "right"]
+    config = (folder / "config.pbtxt").read_text()
+    session = ort.InferenceSession(str(folder / "1" / "model.onnx"))
+    (inp,), (out,) = session.get_inputs(), session.get_outputs()
+    assert config.startswith('name: "tiny"\nbackend: "onnxruntime"\nmax_batch_size: 8\n')
+    assert f'name: "{inp.name}"\n    data_type: TYPE_FP32\n    dims: [ 3, 32, 32 ]' in config
+    assert f'name: "{out.name}"\n    data_type: TYPE_FP32\n    dims: [ 2 ]\n' in config
+    assert 'label_filename: "labels.txt"' in config and "max_queue_delay_microseconds" in config
+    x = np.random.default_rng(0).normal(size=(5, 3, 32, 32)).astype(np.float32)
+    (proba,) = session.run(None, {inp.name: x})
+    np.testing.assert_allclose(proba.sum(1), 1.0, atol=1e-5)
+    # writing again replaces the folder whole; a missing file is a clear error
+    write_triton_repository(onnx_file, tmp_path / "repo", max_batch_size=4)
+    assert "max_batch_size: 4\n" in (folder / "config.pbtxt").read_text()
+    with pytest.raises(DataError, match="headstart export"):
+        write_triton_repository(tmp_path / "missing.onnx", tmp_path / "repo")

@@ -9,6 +9,11 @@ two concurrent passes would only fight over the same cores). ``max_batch=1`` tur
 off: each request then runs alone, which is the baseline ``benchmarks/bench_serve.py`` compares
 against.
 
+Each batch is padded (its last input repeated, the extra rows dropped) to the next power of
+two, so the model sees at most log2(max_batch)+1 batch shapes: PyTorch's CPU kernels keep
+state per input shape, and with every size from 1 to 32 a server's memory climbed by 200 MiB
+in a minute of load before levelling off (``benchmarks/RESULTS.md``, issue 13: serving).
+
 A batch that fails is retried request by request, so one bad input cannot fail the other
 requests it happened to share a batch with.
 """
@@ -58,6 +63,12 @@ class BatchStats:
             "largest_batch": self.largest_batch,
             "model_busy_s": round(self.busy_s, 3),
         }
+
+
+def _bucket(n: int, max_batch: int) -> int:
+    """The padded size of a batch of ``n``: the next power of two, capped at the larger of
+    ``max_batch`` and ``n``."""
+    return min(1 << max(0, n - 1).bit_length(), max(max_batch, n))
 
 
 class MicroBatcher:
@@ -131,9 +142,10 @@ class MicroBatcher:
         if not live:
             return
         items = [x for j in live for x in j.items]
+        padded = items + [items[-1]] * (_bucket(len(items), self.max_batch) - len(items))
         t0 = time.perf_counter()
         try:
-            proba = await loop.run_in_executor(self._pool, self.predict, items)
+            proba = (await loop.run_in_executor(self._pool, self.predict, padded))[: len(items)]
         except Exception as exc:
             if len(live) > 1:  # find the request that broke the batch: the others get answers
                 for j in live:
