@@ -197,6 +197,21 @@ def test_torchvision_architecture_travels_as_a_name_and_its_weights_inside(
     )
 
 
+def test_fit_self_contained_flag_writes_the_backbone_into_the_bundle(tmp_path: Path) -> None:
+    from headstart.cli.main import main
+    from test_cli import write_image_folder
+
+    data = write_image_folder(tmp_path / "pets", per_class=8)
+    common = ["fit", str(data), "--backbone", MOBILENET, "--no-pretrained", "--image-size", "32",
+              "--strategy", "extract", "--no-baseline", "--engine", "torch", "-q"]  # fmt: skip
+    assert main([*common, "--self-contained", "--out", str(tmp_path / "whole")]) == 0
+    whole = json.loads((tmp_path / "whole" / "model" / "headstart.json").read_text())
+    assert whole["backbone"]["bundled"]["architecture"] == MOBILENET
+    assert (tmp_path / "whole" / "model" / "backbone" / "weights.safetensors").is_file()
+    config = json.loads((tmp_path / "whole" / "config.json").read_text())
+    assert config["config"]["self_contained"] is True
+
+
 # ------------------------------------------------------- real offline weights (integration)
 def _examples(name: str):
     if name == MOBILENET:
