@@ -90,9 +90,10 @@ def test_image_model_matches_pytorch_with_a_dynamic_batch(image_bundle, tmp_path
 def test_finetuned_image_model_includes_its_tuned_layers(finetuned_bundle, tmp_path):
     meta = json.loads((finetuned_bundle / "headstart.json").read_text())
     assert meta["strategy"] == "finetune" and meta["backbone"]["tuned_params"]
+    res = export_bundle(finetuned_bundle, tmp_path / "ft.onnx")  # default parity inputs
+    _check_parity(res, 64)
+    assert "photographs" in res.parity["source"] and "accuracy" not in res.parity
     ex = image_examples(40, seed=7)
-    res = export_bundle(finetuned_bundle, tmp_path / "ft.onnx", examples=ex, labels=ex.labels)
-    _check_parity(res, 40)
     # The exported weights are the tuned ones: the pristine backbone gives other answers.
     pristine = TransferClassifier.load(finetuned_bundle)
     from headstart.backbones.registry import load_backbone
@@ -218,6 +219,9 @@ def test_lora_bundle_is_exported_with_its_adapter_merged(tmp_path, tiny_text_dir
 
 # ---------------------------------------------------------------------------- the CLI
 def test_cli_exports_and_prints_parity(image_bundle, tmp_path):
+    from test_cli import write_image_folder
+
+    data = write_image_folder(tmp_path / "imgs", per_class=6, classes=("left", "right"))
     out = tmp_path / "deploy" / "model.onnx"
     out.parent.mkdir()
     (out.parent / "model.int8.onnx").write_text("from an earlier export with --int8")
@@ -231,11 +235,16 @@ def test_cli_exports_and_prints_parity(image_bundle, tmp_path):
         str(out),
         "--exporter",
         "torchscript",
+        "--data",
+        str(data),
+        "--parity-n",
+        "10",
     )
     assert res.returncode == 0, res.stderr
     assert "max abs difference of probabilities" in res.stdout and "labels agree" in res.stdout
     par = json.loads((tmp_path / "deploy" / "model.parity.json").read_text())
-    assert par["ok"] and par["n"] == 64 and "photographs" in par["source"]
+    assert par["ok"] and par["n"] == 10 and par["source"].endswith("10 of 12 (all examples)")
+    assert "accuracy: torch" in res.stdout and set(par["accuracy"]) == {"torch", "onnx"}
     # the stale int8 file does not stay beside a graph it does not belong to
     assert sorted(p.name for p in out.parent.iterdir()) == [
         "model.onnx",
