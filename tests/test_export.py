@@ -279,3 +279,26 @@ def test_cli_bad_input_gets_clear_errors(image_bundle, tmp_path, capsys):
     err = export(str(audio), "--out", str(tmp_path / "a.onnx"))
     assert "audio models is not supported yet" in err
     assert not list(tmp_path.glob("*.onnx")) and not list(tmp_path.glob(".*tmp"))
+
+
+@pytest.mark.integration
+def test_real_mobilenet_v2_on_digits_matches_pytorch(tmp_path):
+    """Real ImageNet weights (the extraction model of benchmarks/bench_export.py, smaller)."""
+    from headstart.data.load import load_data
+    from test_integration import need_data, need_weights
+
+    need_weights("torchvision:mobilenet_v2")
+    need_data("digits")
+    splits = load_data("digits", train_size=200, seed=0)
+    tr = splits.train
+    clf = TransferClassifier(
+        backbone="torchvision:mobilenet_v2", image_size=96, cache_dir=str(tmp_path / "c")
+    ).fit(tr.inputs, np.array(tr.classes)[tr.labels])
+    test = splits.test.subset(np.arange(100))
+    res = export_bundle(
+        clf.save(tmp_path / "model"), tmp_path / "m.onnx", int8=True, examples=test,
+        labels=test.labels,
+    )  # fmt: skip
+    _check_parity(res, 100)
+    assert res.parity["accuracy"]["onnx"] >= 0.8  # a real model, not a constant one
+    assert res.parity["int8"]["label_agreement"] >= 0.9
