@@ -7,24 +7,10 @@ import math
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from headstart.report.card import CARD_FILE, model_card, wilson_interval
-
-
-def _folder(root: Path, per_class: int = 14) -> Path:
-    rng = np.random.default_rng(0)
-    for c, name in enumerate(("cats", "dogs")):
-        d = root / name
-        d.mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            arr = rng.integers(0, 80, size=(36, 36, 3), dtype=np.uint8)
-            arr[:, :18] += 150 if c == 0 else 0
-            arr[:, 18:] += 150 if c == 1 else 0
-            Image.fromarray(arr).save(d / f"{i}.png")
-    return root
+from test_cli import write_image_folder
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +19,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory, tiny_vision_dir: Path) -> dic
     from headstart.fit import fit_run
 
     root = tmp_path_factory.mktemp("card")
-    data = _folder(root / "pets")
+    data = write_image_folder(root / "pets", per_class=14)
     common = dict(data=str(data), backbone=f"local-dir:{tiny_vision_dir}", engine="torch",
                   cache_dir=str(root / "cache"))  # fmt: skip
     out = {}
