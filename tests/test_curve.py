@@ -361,3 +361,38 @@ def test_text_cnn_learns_words_that_decide_the_label():
     acc = float(np.mean(cnn.predict_proba(text_ids(de, vocab)).argmax(1) == ye))
     assert acc >= 0.9, acc
     assert cnn.n_params_ == sum(p.numel() for p in cnn.model_.parameters())
+
+
+def test_auto_runs_the_ladder_as_one_strategy_and_the_headline_says_what_a_user_gets(
+    tmp_path: Path, pets: Path, tiny_vision_dir: Path
+):
+    res = run_curve(str(pets), out=str(tmp_path / "c"), fractions=[1.0], seeds=1,
+                    strategies=["baseline", "extract", "auto"], time_budget_s=120.0,
+                    backbone=f"local-dir:{tiny_vision_dir}", progress=False, **FAST)  # fmt: skip
+    cells = _cells(res.out)
+    auto = cells["auto-f1-seed0"]
+    assert auto["detail"]["chosen"] == "feature extraction"  # 48 images: under the ladder's floor
+    assert auto["detail"]["reasons"][-1].startswith("feature extraction reached")
+    assert auto["detail"]["rungs"] == ["feature extraction"]
+    # same split, same extraction: auto's kept rung is the extract cell's model
+    assert auto["split"] == cells["extract-f1-seed0"]["split"]
+    assert auto["test"]["accuracy"] == cells["extract-f1-seed0"]["test"]["accuracy"]
+    assert res.headline.startswith("With 100% of the labels (48 examples), headstart's default")
+    assert "at 1 of 1 label budgets" in res.headline or "at 0 of 1 label budgets" in res.headline
+    doc = json.loads((res.out / "curve.json").read_text())
+    assert doc["config"]["time_budget_s"] == 120.0
+
+
+def test_against_references_counts_budgets_where_auto_matches_the_best_non_transfer_model():
+    from headstart.curve.summary import against_references
+
+    def row(strategy: str, fraction: float, acc: float) -> dict:
+        return {"strategy": strategy, "fraction": fraction, "accuracy_mean": acc}
+
+    rows = [row("auto", 0.01, 0.80), row("cnn", 0.01, 0.78), row("baseline", 0.01, 0.81),
+            row("auto", 0.1, 0.88), row("cnn", 0.1, 0.86), row("extract", 0.1, 0.95)]  # fmt: skip
+    v = against_references(rows, "auto")
+    assert (v["at_least"], v["of"]) == (1, 2)
+    assert [p["reference"] for p in v["budgets"]] == ["baseline", "cnn"]  # extract is transfer
+    assert "below it at 1% (80.0 vs 81.0, pixels/TF-IDF + logistic regression)" in v["text"]
+    assert against_references([row("auto", 0.1, 0.9)], "auto") == {}

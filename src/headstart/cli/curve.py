@@ -6,7 +6,9 @@ import argparse
 import shlex
 from typing import TYPE_CHECKING, Any
 
+from ..config import parse_duration
 from ..errors import ConfigError
+from ..plan import DEFAULT_TIME_BUDGET_S
 
 if TYPE_CHECKING:
     from ..curve import CurveConfig
@@ -56,8 +58,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--strategies",
         type=str,
         default="scratch,extract,finetune",
-        help="any of extract, finetune, scratch, cnn, baseline (scratch on images adds "
-        "cnn; default: scratch,extract,finetune)",
+        help="any of extract, finetune, auto (the ladder as `fit` runs it), scratch, cnn, "
+        "baseline (scratch on images adds cnn; default: scratch,extract,finetune)",
+    )
+    p.add_argument(
+        "--time-budget",
+        type=parse_duration,
+        default=DEFAULT_TIME_BUDGET_S,
+        help="each auto cell's budget, as `fit --time-budget` (e.g. 60s, 30m; inf: no limit; "
+        f"default {DEFAULT_TIME_BUDGET_S:g}s)",
     )
     p.add_argument("--seeds", type=int, default=3, help="seeds per cell: 0..N-1 (default 3)")
     p.add_argument("--backbone", default="auto", help="pretrained backbone (default: auto)")
@@ -163,6 +172,7 @@ def run(args: argparse.Namespace) -> int:
         cnn_min_steps=args.cnn_min_steps,
         cnn_patience=args.cnn_patience,
         track=args.track,
+        time_budget_s=args.time_budget,
     )
     res = run_curve(
         cfg, progress=not args.quiet, max_new_cells=args.max_cells, command=_command(cfg)
@@ -188,6 +198,12 @@ def _command(cfg: CurveConfig) -> str:
     parts = ["headstart", "curve", cfg.data]
     items: list[tuple[str, Any]] = []
     for name, value in cfg.to_dict().items():
+        if name == "ladder":  # no curve flags: always the default ladder
+            continue
+        if name == "time_budget_s":
+            if value != default.time_budget_s:
+                items.append(("time_budget", "inf" if value == float("inf") else f"{value:g}s"))
+            continue
         if name in ("extract", "finetune"):  # sections: flat flags, as the parser takes them
             base = getattr(default, name).to_dict()
             for key, v in value.items():

@@ -93,11 +93,11 @@ def _run_cells(
             stopped = True  # keep scanning: later finished cells still count in the summary
             continue
         tr, va = _cell_split(study.pool, n, seed, cfg.val_fraction)
-        if strategy in ("extract", "finetune"):
+        if strategy in ("extract", "finetune", "auto"):
             study.features()  # once per study, not counted in the cell's time
         seed_everything(seed)
         t0 = time.perf_counter()
-        if strategy in ("finetune", "scratch"):
+        if strategy in ("finetune", "auto", "scratch"):
             res = getattr(study, f"run_{strategy}")(tr, va, seed, cell_id, key)
         else:
             res = getattr(study, f"run_{strategy}")(tr, va, seed)

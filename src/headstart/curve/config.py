@@ -6,10 +6,12 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import ExtractConfig, FinetuneConfig
+from ..config import ExtractConfig, FinetuneConfig, LadderConfig
 from ..errors import ConfigError
+from ..plan import DEFAULT_TIME_BUDGET_S
 
-CURVE_STRATEGIES = ("extract", "finetune", "scratch", "cnn", "baseline")
+#: ``auto`` is the ladder as ``headstart fit`` runs it (one cell, one fits time budget).
+CURVE_STRATEGIES = ("extract", "finetune", "auto", "scratch", "cnn", "baseline")
 #: Optimiser steps an epoch needs before fine-tuning cells checkpoint after each epoch.
 CHECKPOINT_MIN_STEPS = 50
 CELL_FORMAT = 2  # 2: cells split as `fit` does and run its strategies
@@ -35,12 +37,15 @@ class CurveConfig:
     test_size: int | None = None
     val_fraction: float = 0.2
     test_fraction: float = 0.2
+    skip_bad_files: bool = False  # leave unreadable inputs out (each reported) instead of stopping
     image_size: int | None = None
     max_length: int | None = None
-    skip_bad_files: bool = False  # leave unreadable inputs out (each reported) instead of stopping
     # extraction and fine-tuning: the sections `headstart fit` uses, so a cell is a fit
     extract: ExtractConfig = field(default_factory=ExtractConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    # the ladder (``auto`` cells): the section `headstart fit` uses, and each cell's budget
+    ladder: LadderConfig = field(default_factory=LadderConfig)
+    time_budget_s: float = DEFAULT_TIME_BUDGET_S
     # from scratch (same architecture): all layers, one learning rate
     scratch_epochs: int = 15
     scratch_lr: float | None = None  # None: 1e-3 for images, 5e-4 for text
@@ -61,6 +66,8 @@ class CurveConfig:
             self.extract = ExtractConfig.from_dict(self.extract)
         if isinstance(self.finetune, dict):
             self.finetune = FinetuneConfig.from_dict(self.finetune)
+        if isinstance(self.ladder, dict):
+            self.ladder = LadderConfig.from_dict(self.ladder)
         self.validate()
 
     @classmethod
@@ -119,6 +126,12 @@ class CurveConfig:
                 self.test_size,
             ),
             ("track", self.track in TRACKERS, f"one of {', '.join(TRACKERS)}", self.track),
+            (
+                "time_budget_s",
+                self.time_budget_s > 0,
+                "a positive number of seconds (inf: no limit)",
+                self.time_budget_s,
+            ),
         ]
         for name in (
             "scratch_epochs",

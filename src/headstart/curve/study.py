@@ -136,6 +136,14 @@ class Study:
             return {**bb, "head": c.extract.head}
         if strategy == "finetune":
             return {**bb, "head": c.extract.head, "finetune": c.finetune.to_dict()}
+        if strategy == "auto":
+            return {
+                **bb,
+                "head": c.extract.head,
+                "finetune": c.finetune.to_dict(),
+                "ladder": c.ladder.to_dict(),
+                "time_budget_s": c.time_budget_s,
+            }
         if strategy == "scratch":
             return {
                 **bb,
@@ -180,6 +188,9 @@ class Study:
             f"trained at {ft.lr / ft.lr_ratio:.2g} (head {ft.lr:.2g}), AdamW, up to {ft.epochs} "
             f"epochs, best validation epoch kept (patience {ft.patience} epochs); the same code "
             "and settings as `headstart fit --strategy finetune`.",
+            "auto": "auto: the ladder exactly as `headstart fit` runs it (extraction, then a "
+            "fine-tuning rung only where the validation split can resolve its expected gain and "
+            f"its measured cost fits), within {_budget_text(c.time_budget_s)} per cell.",
             "scratch": f"from scratch: {self.backbone_name} randomly initialised, every layer trained at "
             f"{self.scratch_lr:.2g} (AdamW, warm-up + cosine, weight decay 0.05; BatchNorm on batch "
             f"statistics), at least "
@@ -308,6 +319,46 @@ class Study:
             "detail": _train_detail(res.detail),
         }
 
+    def run_auto(
+        self, tr: np.ndarray, va: np.ndarray, seed: int, cell: str, key: str
+    ) -> dict[str, Any]:
+        """The ladder, as ``headstart fit --strategy auto`` runs it, within one fit's budget."""
+        import math
+        import time
+
+        from ..strategies import run_strategy
+        from ..strategies.auto import deadline
+
+        c = self.cfg
+        ckpt = self._checkpoint(cell, key, len(tr))
+        ctx = self._context(tr, va, seed, ckpt)
+        budget = c.time_budget_s if math.isfinite(c.time_budget_s) else None
+        ctx.deadline = deadline(budget, time.perf_counter())
+        ctx.budget_s = budget
+        ctx.n_score = len(self.test)  # a tuned backbone must extract the test split again
+        out = run_strategy(
+            ctx,
+            "auto",
+            extract=c.extract,
+            finetune=c.finetune,
+            ladder=c.ladder,
+            measure_forgetting=False,
+        )
+        res = out.chosen
+        if res.unfreeze == 0:
+            proba = res.head.predict_proba(self.features()["test"])
+        else:
+            proba = self._tuned_proba(res.backbone, res.head.to_torch())
+        if ckpt is not None:
+            shutil.rmtree(ckpt, ignore_errors=True)
+        detail = {
+            "chosen": res.label,
+            "rungs": [r.label for r in out.results],
+            "skipped": [s["step"] for s in out.skipped],
+            "reasons": list(out.reasons),
+        }
+        return {"proba": proba, "val_accuracy": res.val_accuracy, "detail": detail}
+
     def run_scratch(
         self, tr: np.ndarray, va: np.ndarray, seed: int, cell: str, key: str
     ) -> dict[str, Any]:
@@ -402,6 +453,12 @@ class Study:
             "val_accuracy": base.val_accuracy,
             "detail": {"name": base.name, "C": base.C},
         }
+
+
+def _budget_text(seconds: float) -> str:
+    from ..plan import format_duration
+
+    return "no time limit" if seconds == float("inf") else f"a {format_duration(seconds)} budget"
 
 
 def _train_detail(d: dict[str, Any]) -> dict[str, Any]:

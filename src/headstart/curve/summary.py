@@ -59,11 +59,12 @@ def summarise_cells(
 def headline(rows: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
     """'With 1% of the labels, fine-tuned transfer reaches X% of the from-scratch model ...'."""
     have = {r["strategy"] for r in rows}
-    transfer = next((s for s in ("finetune", "extract") if s in have), None)
+    # what a user gets by default first, then the fixed strategies
+    transfer = next((s for s in ("auto", "finetune", "extract") if s in have), None)
     refs = [s for s in ("scratch", "cnn") if s in have]
     if transfer is None or not refs:
         return (
-            "No headline: the study needs a transfer strategy (finetune or extract) and a "
+            "No headline: the study needs a transfer strategy (auto, finetune or extract) and a "
             "from-scratch one (scratch or cnn)."
         ), {}
     lo = min(r["fraction"] for r in rows if r["strategy"] == transfer)
@@ -74,7 +75,11 @@ def headline(rows: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
         key=lambda r: r["accuracy_mean"],
     )
     ratio = t["accuracy_mean"] / ref["accuracy_mean"] if ref["accuracy_mean"] > 0 else float("nan")
-    what = "fine-tuned transfer" if transfer == "finetune" else "transfer by feature extraction"
+    what = {
+        "auto": "headstart's default (auto)",
+        "finetune": "fine-tuned transfer",
+        "extract": "transfer by feature extraction",
+    }[transfer]
     text = (
         f"With {100 * lo:g}% of the labels ({t['n_labelled']:,} examples), {what} reaches "
         f"{100 * ratio:.0f}% of the test accuracy of the best from-scratch model trained on "
@@ -82,6 +87,9 @@ def headline(rows: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
         f"{100 * t['accuracy_mean']:.1f}% vs {100 * ref['accuracy_mean']:.1f}% (mean of "
         f"{t['n_seeds']} and {ref['n_seeds']} seeds)."
     )
+    versus = against_references(rows, transfer)
+    if versus:
+        text += " " + versus["text"]
     holds = None
     if math.isclose(lo, 0.01) and math.isclose(hi, 1.0):
         # The claim this study tests: "90-95% of a custom model's performance with ~1% of the data".
@@ -92,6 +100,7 @@ def headline(rows: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
         )
     detail = {
         "transfer": transfer,
+        "versus_references": versus or None,
         "fraction": lo,
         "transfer_accuracy": t["accuracy_mean"],
         "reference": ref["strategy"],
@@ -101,6 +110,45 @@ def headline(rows: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
         "claim_holds": holds,
     }
     return text, detail
+
+
+def against_references(rows: list[dict[str, Any]], transfer: str) -> dict[str, Any]:
+    """Per label budget: does ``transfer`` (mean over seeds) match the best non-transfer
+    reference (small CNN, same architecture from scratch, pixels/TF-IDF baseline)?"""
+    refs = ("scratch", "cnn", "baseline")
+    by = {(r["strategy"], r["fraction"]): r for r in rows}
+    fracs = sorted({r["fraction"] for r in rows if r["strategy"] == transfer})
+    per: list[dict[str, Any]] = []
+    for f in fracs:
+        cands = [by[(s, f)] for s in refs if (s, f) in by]
+        if not cands:
+            continue
+        best = max(cands, key=lambda r: r["accuracy_mean"])
+        t = by[(transfer, f)]["accuracy_mean"]
+        per.append(
+            {
+                "fraction": f,
+                "transfer": t,
+                "reference": best["strategy"],
+                "reference_accuracy": best["accuracy_mean"],
+                "at_least": bool(t >= best["accuracy_mean"]),
+            }
+        )
+    if not per:
+        return {}
+    wins = sum(p["at_least"] for p in per)
+    name = STRATEGY_LABELS.get(transfer, transfer)
+    losses = ", ".join(
+        f"{100 * p['fraction']:g}% ({100 * p['transfer']:.1f} vs "
+        f"{100 * p['reference_accuracy']:.1f}, {STRATEGY_LABELS.get(p['reference'], p['reference'])})"
+        for p in per
+        if not p["at_least"]
+    )
+    text = (
+        f"{name[0].upper() + name[1:]} matches or beats the best non-transfer reference at "
+        f"{wins} of {len(per)} label budgets" + (f"; below it at {losses}." if losses else ".")
+    )
+    return {"text": text, "budgets": per, "at_least": wins, "of": len(per)}
 
 
 def text_table(rows: list[dict[str, Any]], markdown: bool = False) -> str:

@@ -41,7 +41,7 @@ __all__ = [
 # One colour per strategy, the same in every plot (matplotlib's tab10).
 STRATEGY_COLOURS = {
     "finetune": "#1f77b4", "extract": "#ff7f0e", "scratch": "#2ca02c", "cnn": "#d62728",
-    "baseline": "#7f7f7f",
+    "baseline": "#7f7f7f", "auto": "#9467bd",
 }  # fmt: skip
 
 

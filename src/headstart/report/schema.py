@@ -64,6 +64,7 @@ CURVE_FILE = "curve.json"
 
 #: What each strategy of a `curve` study is called in tables, plots and the report.
 STRATEGY_LABELS = {
+    "auto": "auto (the default ladder)",
     "finetune": "fine-tuning",
     "extract": "feature extraction",
     "scratch": "from scratch (same architecture)",
