@@ -144,3 +144,39 @@ def test_killed_extraction_resumes_with_identical_features(tiny_vision_dir, tmp_
     fresh = np.concatenate([np.load(p) for p in sorted(fresh_entry.glob("shard-*.npy"))])
     np.testing.assert_array_equal(resumed, fresh)
     assert json.loads((entry / "complete.json").read_text())["n"] == 3000
+
+
+def test_image_files_are_resized_and_cropped_once_as_the_recipe_says(tmp_path: Path):
+    """Files go through torchvision's Resize(resize) + CenterCrop(size) once (format 1 of the
+    cache cropped twice, a tighter view than a bundle's or an export's recipe states)."""
+    import torch
+    from PIL import Image
+    from torchvision import transforms
+
+    from headstart.backbones.base import ImagePreprocess
+    from headstart.features.preprocess import image_batches
+
+    paths = []
+    for i, (w, h) in enumerate([(300, 260), (120, 200)]):
+        # smooth ramps: a one-pixel rounding difference between conventions moves a value by
+        # ~1/100 of the range, a second crop (a 15 % zoom) by ~1/15 at the borders
+        yy, xx = np.mgrid[0:h, 0:w]
+        im = np.stack([255 * xx / w, 255 * yy / h, 127.5 * (xx / w + yy / h)], axis=-1)
+        p = tmp_path / f"im{i}.png"
+        Image.fromarray(im.astype(np.uint8)).save(p)
+        paths.append(p)
+    pre = ImagePreprocess(size=96, resize=110, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
+    recipe = transforms.Compose(
+        [
+            transforms.Resize(110),
+            transforms.CenterCrop(96),
+            transforms.ToTensor(),
+            transforms.Normalize(pre.mean, pre.std),
+        ]
+    )
+    expected = torch.stack([recipe(Image.open(p).convert("RGB")) for p in paths])
+    got = torch.cat(list(image_batches(paths, pre, batch_size=2)))
+    assert got.shape == expected.shape == (2, 3, 96, 96)
+    # torchvision truncates the long side and rounds the crop offset; headstart rounds both:
+    # at most a pixel apart, i.e. ~3 grey levels on these ramps (a second crop moves ~16)
+    assert float((got - expected).abs().max()) <= 6 / 255 / min(pre.std)

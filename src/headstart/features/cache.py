@@ -31,7 +31,9 @@ from . import preprocess as P
 
 log = logging.getLogger("headstart")
 
-FORMAT_VERSION = 1
+#: 2: image files are resized and cropped once (format 1 cropped them twice), so features of
+#: image folders differ and format-1 entries must not be read for them.
+FORMAT_VERSION = 2
 ENGINES = ("auto", "torch", "onnx")
 
 

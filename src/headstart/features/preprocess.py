@@ -66,7 +66,12 @@ def resize_crop_normalise(
         )
         x = F.interpolate(x, size=(nh, nw), mode=mode, **kw)
     top, left = (nh - pre.size) // 2, (nw - pre.size) // 2
-    x = x[..., top : top + pre.size, left : left + pre.size]
+    return normalise(x[..., top : top + pre.size, left : left + pre.size], pre, scaled=scaled)
+
+
+def normalise(x: torch.Tensor, pre: ImagePreprocess, *, scaled: bool = False) -> torch.Tensor:
+    """(N,3,size,size) float in [0,255] (or [0,1] if ``scaled``), already resized and
+    cropped → normalised by the backbone's mean and std."""
     if not scaled:
         x = x / 255.0
     if pre.interpolation == "bicubic":
@@ -121,7 +126,9 @@ def image_batches(
         for k in range(len(spans)):
             arrays = ahead.result() if ahead is not None else []
             ahead = pool.submit(decode, spans[k + 1]) if k + 1 < len(spans) else None
-            yield resize_crop_normalise(to_nchw_float(np.stack(arrays)), pre)
+            # load_resized_image already resized and cropped: only normalise (resizing again
+            # would crop twice, a tighter view than the recipe a bundle or export states).
+            yield normalise(to_nchw_float(np.stack(arrays)), pre)
 
 
 def image_tensor(inputs: Sequence[Any] | np.ndarray, pre: ImagePreprocess) -> torch.Tensor:
