@@ -140,6 +140,9 @@ def test_forgetting_is_measured_on_the_merged_weights(lora_clf):
     # query/value of each block moved (through the adapter); the embeddings did not
     assert drift["embeddings"] == 0.0 and drift["layer0"] > 0 and drift["layer1"] > 0
     assert 0 <= ft["forgetting"]["cka"] <= 1.0 + 1e-9
+    # the rung is named for what it trained, not as "the top N groups"
+    assert lora_clf.decisions_["chosen"] == "LoRA (rank 8) on query,value"
+    assert "LoRA adapters (rank 8) in every block" in lora_clf.decisions_["reasons"][0]
 
 
 def test_bad_lora_settings_are_refused_with_the_fix(tiny_text_dir):

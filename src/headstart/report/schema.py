@@ -106,6 +106,7 @@ class SplitMetrics(TypedDict):
     ece: float
     reliability: list[ReliabilityBin]
     accuracy_se: NotRequired[float]  # binomial standard error (the test split of a fit)
+    majority_rate: NotRequired[float]  # share of the largest class (a baseline's splits)
 
 
 class ShortMetrics(TypedDict, total=False):
@@ -203,6 +204,7 @@ class FinetuneDetail(TypedDict):
     kept_start: bool
     forgetting: Forgetting
     val_metrics: ShortMetrics
+    resumed_from: NotRequired[int | None]  # epochs a killed run had finished, when resumed
 
 
 class BaselineResult(TypedDict):

@@ -160,7 +160,16 @@ def run_strategy(
         if strategy == "finetune":
             k = Finetune(ft_cfg).groups(ctx.backbone)
             decision = (
-                Decision("finetune", k, f"strategy finetune: the top {k} of {n_groups} groups")
+                Decision(
+                    "finetune",
+                    k,
+                    "strategy finetune: "
+                    + (
+                        f"LoRA adapters (rank {ft_cfg.lora_rank}) in every block, backbone frozen"
+                        if ft_cfg.peft != "none"
+                        else f"the top {k} of {n_groups} groups"
+                    ),
+                )
                 if len(rungs) == 1
                 else Decision("stop", 0, "strategy finetune: one rung")
             )

@@ -95,11 +95,19 @@ class StrategyResult:
 
     @property
     def label(self) -> str:
-        return (
-            "feature extraction"
-            if self.unfreeze == 0
-            else f"fine-tuning the top {self.unfreeze} groups"
-        )
+        return rung_label(self.unfreeze, self.detail)
+
+
+def rung_label(unfreeze: int, detail: dict[str, Any] | None = None) -> str:
+    """'feature extraction', 'fine-tuning the top 2 groups', or 'LoRA (rank 8) on query,
+    value': a LoRA rung trains adapters in every block, not the top groups."""
+    if unfreeze == 0:
+        return "feature extraction"
+    peft = (detail or {}).get("peft")
+    if peft:
+        method = {"lora": "LoRA"}.get(peft.get("method", "lora"), str(peft.get("method")))
+        return f"{method} (rank {peft.get('rank')}) on " + ",".join(peft.get("targets", []))
+    return f"fine-tuning the top {unfreeze} groups"
 
 
 def short_metrics(m: dict[str, Any] | None) -> dict[str, Any]:

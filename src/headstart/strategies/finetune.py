@@ -27,6 +27,7 @@ RUNG_FIELDS = (
     "forgetting",
     "guard",
     "history",
+    "peft",
 )
 
 

@@ -30,6 +30,7 @@ from typing import Any
 
 from ..config import LadderConfig
 from ..plan import budget_flag, format_duration, resolvable_gain
+from .base import rung_label
 
 
 @dataclass
@@ -43,11 +44,7 @@ class Rung:
 
     @property
     def label(self) -> str:
-        return (
-            "feature extraction"
-            if self.unfreeze == 0
-            else f"fine-tuning the top {self.unfreeze} groups"
-        )
+        return rung_label(self.unfreeze, self.detail)
 
 
 @dataclass
