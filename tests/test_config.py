@@ -105,6 +105,11 @@ def test_the_config_round_trips_through_json_and_warns_on_unknown_keys():
         assert FitConfig.from_dict(newer) == cfg
     said = " ".join(str(w.message) for w in caught)
     assert "some_future_knob" in said and "another" in said
+    # no limit is standard JSON (null), not Python's non-standard Infinity, and reads back
+    unlimited = FitConfig.build(data="imdb", time_budget=float("inf"))
+    text = json.dumps(unlimited.to_dict(), allow_nan=False)
+    assert '"time_budget_s": null' in text
+    assert FitConfig.from_dict(json.loads(text)).time_budget_s == float("inf")
 
 
 def test_bad_values_are_refused_with_the_parameter_named():

@@ -358,8 +358,18 @@ class FitConfig(Section):
 
         return self.out or str(Path("runs") / Path(self.data.data.rstrip("/")).stem)
 
+    def to_dict(self) -> dict[str, Any]:
+        """As JSON holds it: no limit (``inf``) is written as ``null``, not ``Infinity``
+        (which standard JSON parsers outside Python refuse)."""
+        d = super().to_dict()
+        if d["time_budget_s"] == float("inf"):
+            d["time_budget_s"] = None
+        return d
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FitConfig:
+        if "time_budget_s" in d and d["time_budget_s"] is None:
+            d = {**d, "time_budget_s": float("inf")}
         cfg: FitConfig = super().from_dict(d)
         return cfg
 

@@ -255,7 +255,8 @@ def fit_run(cfg: FitConfig, *, progress: bool = True) -> RunResult:
         config_doc["resolved"]["n_test"] = metrics["n_test"]
         atomic_write_json(out / "config.json", config_doc)
         decisions["budget"] = {
-            "time_budget_s": cfg.time_budget_s,
+            # null: no limit (standard JSON has no Infinity)
+            "time_budget_s": cfg.time_budget_s if math.isfinite(cfg.time_budget_s) else None,
             "wall_s": metrics["timings"]["total_s"],
         }
         atomic_write_json(out / "metrics.json", metrics)
