@@ -88,6 +88,9 @@ class StrategyResult:
     detail: dict[str, Any] = field(default_factory=dict)
     tuned_state: dict[str, Any] = field(default_factory=dict)
     probe: Any = None
+    #: class probabilities on the validation split of the model ``val_metrics`` scores (trained
+    #: without the validation split): what the contender stage compares and stacks on
+    val_proba: np.ndarray | None = None
 
     @property
     def val_accuracy(self) -> float:

@@ -67,7 +67,8 @@ class Extract:
         logistic = self.config.head == "logistic"
         probe = self._head(ctx.seed, **({"refit": False} if logistic else {}))
         probe.fit(F, y, X_val=Fv, y_val=ctx.val.labels, sample_weight=w)
-        val = classification_metrics(ctx.val.labels, probe.predict_proba(Fv), ctx.classes)
+        val_proba = probe.predict_proba(Fv)
+        val = classification_metrics(ctx.val.labels, val_proba, ctx.classes)
         head = probe
         if logistic:  # refit on train + val with the chosen C
             head = self._head(ctx.seed, C=float(probe.C_), refit=False)
@@ -77,5 +78,13 @@ class Extract:
             )
         detail = {"val": short_metrics(val), "head_selection": _selection_info(probe)}
         return StrategyResult(
-            "extract", 0, ctx.backbone, head, val, time.perf_counter() - t0, detail, probe=probe
+            "extract",
+            0,
+            ctx.backbone,
+            head,
+            val,
+            time.perf_counter() - t0,
+            detail,
+            probe=probe,
+            val_proba=val_proba,
         )

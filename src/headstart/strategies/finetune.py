@@ -101,7 +101,8 @@ class Finetune:
         backbone.mark_tuned()
         head.load_torch(model.head)
         Fv = ctx.features(backbone, ctx.val)
-        val = classification_metrics(ctx.val.labels, head.predict_proba(Fv), ctx.classes)
+        val_proba = head.predict_proba(Fv)
+        val = classification_metrics(ctx.val.labels, val_proba, ctx.classes)
         detail: dict[str, Any] = {**res.to_dict(), "val_metrics": short_metrics(val)}
         if self.measure_forgetting:
             detail["forgetting"] = self._forgetting(pristine, backbone, reference, ctx, Fv)
@@ -119,7 +120,15 @@ class Finetune:
                 p.numel() for m in (backbone, model.head) for p in m.parameters()
             )
         return StrategyResult(
-            "finetune", k, backbone, head, val, time.perf_counter() - t0, detail, tuned
+            "finetune",
+            k,
+            backbone,
+            head,
+            val,
+            time.perf_counter() - t0,
+            detail,
+            tuned,
+            val_proba=val_proba,
         )
 
     @staticmethod
