@@ -17,20 +17,32 @@ In all, the inverse L2 strength C is chosen on the validation split by class-wei
 validation log-loss (ties: higher accuracy, then smaller C), classes are weighted 'balanced'
 like the default heads, and (with ``refit=True``, the default, as for
 :class:`~headstart.heads.LogisticHead`) the final model is refitted on train + val.
+
+A fitted :class:`Baseline` saves as JSON plus numeric arrays (:meth:`Baseline.state`,
+:meth:`Baseline.from_state`; files: :mod:`headstart.baselines.store`). The featurizers live
+in :mod:`headstart.baselines.featurize`.
 """
 
 from __future__ import annotations
 
-import os
+import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-from PIL import Image, UnidentifiedImageError
 from threadpoolctl import threadpool_limits
 
+from headstart.baselines.featurize import (
+    AUDIO_MELS,
+    Featurizer,
+    LogMelStatsFeaturizer,
+    PixelFeaturizer,
+    TfidfFeaturizer,
+    featurizer_from_state,
+    log_mel_statistics,
+)
 from headstart.data.base import Examples
 from headstart.errors import ConfigError, DataError
 from headstart.heads import LogisticHead
@@ -44,6 +56,7 @@ from headstart.heads.solver import (
 
 __all__ = [
     "AUDIO_MELS",
+    "BASELINE_FORMAT",
     "IMAGE_SIDE",
     "TEXT_CS",
     "Baseline",
@@ -55,7 +68,15 @@ __all__ = [
 TEXT_CS: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
 #: Side of the square greyscale thumbnail the pixel baseline reads.
 IMAGE_SIDE = 28
-_MAX_TERMS = 200_000
+#: Version of :meth:`Baseline.state`'s layout; :meth:`Baseline.from_state` reads this one only.
+BASELINE_FORMAT = 1
+#: Each baseline's modality and featurizer kind.
+_KINDS = {
+    "tfidf+logreg": ("text", TfidfFeaturizer.kind),
+    "pixels+logreg": ("image", PixelFeaturizer.kind),
+    "logmel-stats+logreg": ("audio", LogMelStatsFeaturizer.kind),
+}
+_REFIT = "Re-run fit_baseline and save the baseline again."
 _MAX_ITER = 500
 _TOL = 1e-4
 _PATH_PATIENCE = 2
@@ -86,7 +107,7 @@ class Baseline:
         name: str,
         modality: str,
         classes: list[str],
-        featurizer: _Featurizer,
+        featurizer: Featurizer,
         model: Any,
         C: float,
         val_scores: dict[float, dict[str, float]],
@@ -156,13 +177,186 @@ class Baseline:
             "fit_seconds": self.fit_seconds,
         }
 
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Everything needed to rebuild this baseline: a JSON-able description and numeric
+        arrays (no objects), for :meth:`from_state` or
+        :func:`~headstart.baselines.store.save_baseline`.
+
+        Arrays are named ``featurizer.<name>`` (e.g. the TF-IDF kept term indices and idf),
+        ``model.<name>`` (coef, intercept, classes and, for dense features, the
+        standardisation mean and scale) and ``val_proba`` when known.
+        """
+        f_meta, f_arrays = self._featurizer.state()
+        m_meta, m_arrays = _model_state(self._model)
+        meta = {
+            "format": BASELINE_FORMAT,
+            "name": self.name,
+            "modality": self.modality,
+            "classes": list(self.classes),
+            "C": self.C,
+            "val_scores": [{"C": C, **s} for C, s in self.val_scores.items()],
+            "refit": bool(self.refit),
+            "n_features": int(self.n_features),
+            "fit_seconds": self.fit_seconds,
+            "featurizer": f_meta,
+            "model": m_meta,
+        }
+        arrays = {f"featurizer.{k}": v for k, v in f_arrays.items()}
+        arrays.update({f"model.{k}": v for k, v in m_arrays.items()})
+        if self.val_proba is not None:
+            arrays["val_proba"] = self.val_proba
+        return _json_safe(meta), {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+
+    @classmethod
+    def from_state(cls, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> Baseline:
+        """Rebuild a baseline from :meth:`state`; its predictions equal the original's.
+
+        Raises ConfigError saying what is wrong when `meta` and `arrays` do not describe a
+        baseline this headstart can run (unknown format, missing or mis-shaped arrays...).
+        """
+        if not isinstance(meta, Mapping):
+            raise ConfigError(f"A saved baseline is a JSON object; got {type(meta).__name__}.")
+        fmt = meta.get("format")
+        if fmt != BASELINE_FORMAT:
+            raise ConfigError(
+                f"The saved baseline has format {fmt!r}; this headstart reads format "
+                f"{BASELINE_FORMAT} only. Save it again with this headstart (or upgrade "
+                "headstart to read a newer one)."
+            )
+        name = _field(meta, "name", str)
+        if name not in _KINDS:
+            raise ConfigError(
+                f"Unknown baseline name {name!r}; this headstart knows {', '.join(_KINDS)}. "
+                f"{_REFIT}"
+            )
+        modality, kind = _KINDS[name]
+        classes = _field(meta, "classes", list)
+        if not classes or not all(isinstance(c, str) for c in classes):
+            raise ConfigError(f"'classes' must be a non-empty list of names. {_REFIT}")
+        if _field(meta, "modality", str) != modality:
+            raise ConfigError(f"A {name} baseline reads {modality} data, not {meta['modality']}.")
+        C = _field(meta, "C", float)
+        scores = {}
+        for row in _field(meta, "val_scores", list):
+            if not isinstance(row, Mapping) or not isinstance(row.get("C"), int | float):
+                raise ConfigError(f"Each val_scores entry needs a number 'C'; got {row!r}.")
+            scores[float(row["C"])] = {k: _number(v) for k, v in row.items() if k != "C"}
+        if scores and C not in scores:
+            raise ConfigError(f"C={C} is not among the val_scores' C {sorted(scores)}. {_REFIT}")
+        n_features = _field(meta, "n_features", int)
+        f_meta, m_meta = _field(meta, "featurizer", Mapping), _field(meta, "model", Mapping)
+        if f_meta.get("kind") != kind:
+            raise ConfigError(f"A {name} baseline needs a {kind!r} featurizer, not {f_meta!r}.")
+        featurizer = featurizer_from_state(f_meta, _prefixed(arrays, "featurizer."))
+        model = _model_from_state(m_meta, _prefixed(arrays, "model."))
+        k, d = model.coef_.shape
+        if not featurizer.n_features == d == n_features:
+            raise ConfigError(
+                f"The featurizer gives {featurizer.n_features} features, the model's coef has "
+                f"{d} columns and n_features is {n_features}: they must agree. {_REFIT}"
+            )
+        labels = np.asarray(model.classes_)
+        if labels.dtype.kind not in "iu" or len(labels) != k or (
+            k and (labels[0] < 0 or labels[-1] >= len(classes) or (np.diff(labels) <= 0).any())
+        ):  # fmt: skip
+            raise ConfigError(
+                f"model.classes must be {k} increasing class indices into the {len(classes)} "
+                f"classes (one per coef row); got {labels.tolist()[:10]}. {_REFIT}"
+            )
+        baseline = cls(
+            name=name,
+            modality=modality,
+            classes=classes,
+            featurizer=featurizer,
+            model=model,
+            C=C,
+            val_scores=scores,
+            refit=_field(meta, "refit", bool),
+        )
+        baseline.fit_seconds = _number(meta.get("fit_seconds"))
+        if "val_proba" in arrays:
+            val_proba = np.asarray(arrays["val_proba"], dtype=np.float64)
+            if val_proba.ndim != 2 or val_proba.shape[1] != len(classes):
+                raise ConfigError(
+                    f"val_proba has shape {val_proba.shape}; it needs one column per class "
+                    f"({len(classes)}). {_REFIT}"
+                )
+            baseline.val_proba = val_proba.copy()
+        return baseline
+
     def __repr__(self) -> str:
         return f"Baseline({self.describe()})"
 
 
-# --------------------------------------------------------------------------------------------
-# Featurizers
-# --------------------------------------------------------------------------------------------
+def _field(meta: Mapping[str, Any], key: str, kind: type) -> Any:
+    """``meta[key]`` if it is a `kind` (int counts as float, bool as neither), or ConfigError."""
+    value: Any = meta.get(key)
+    ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+    if kind is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        ok = ok and math.isfinite(value) and value > 0
+    if not ok:
+        what = {float: "number > 0", bool: "true or false", Mapping: "JSON object"}
+        raise ConfigError(
+            f"The saved baseline's {key!r} must be a {what.get(kind, kind.__name__)}; got "
+            f"{value!r}. {_REFIT}"
+        )
+    return float(value) if kind is float else value
+
+
+def _number(value: Any) -> float:
+    """A saved score: a number, or None (written for NaN and infinities) read as NaN."""
+    return float("nan") if value is None or isinstance(value, bool) else float(value)
+
+
+def _json_safe(obj: Any) -> Any:
+    """`obj` with numpy scalars as Python numbers and NaN / infinities as None (standard JSON)."""
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def _prefixed(arrays: Mapping[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+    return {k[len(prefix) :]: v for k, v in arrays.items() if k.startswith(prefix)}
+
+
+def _model_state(model: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """A baseline's logistic regression as JSON + arrays (classes: int64 label indices)."""
+    if isinstance(model, LogisticHead):
+        config = model.get_config()
+        del config["classes"]  # saved as the model.classes array
+        arrays = {**model.get_state(), "classes": np.asarray(model.classes_, dtype=np.int64)}
+        return {"kind": "logistic", "config": config}, arrays
+    return model.state()
+
+
+def _model_from_state(meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> Any:
+    kind = meta.get("kind")
+    if "classes" not in arrays:
+        raise ConfigError(f"The saved arrays lack 'model.classes'. {_REFIT}")
+    if kind == "logistic":
+        config = dict(_field(meta, "config", Mapping))
+        config["classes"] = np.asarray(arrays["classes"]).tolist()
+        try:
+            head = LogisticHead.from_state(
+                config, {k: v for k, v in arrays.items() if k != "classes"}
+            )
+        except (KeyError, TypeError) as exc:
+            raise ConfigError(f"The saved model config is incomplete ({exc!r}). {_REFIT}") from exc
+        head.classes_ = np.asarray(arrays["classes"]).copy()
+        return head
+    if kind == "linear-softmax":
+        return _LinearSoftmax.from_state(meta, arrays)
+    raise ConfigError(
+        f"Unknown baseline model kind {kind!r}; this headstart knows 'logistic' and "
+        f"'linear-softmax'. {_REFIT}"
+    )
 
 
 def _all_columns(model: Any, proba: np.ndarray, n_classes: int) -> np.ndarray:
@@ -170,205 +364,6 @@ def _all_columns(model: Any, proba: np.ndarray, n_classes: int) -> np.ndarray:
     out = np.zeros((len(proba), n_classes))
     out[:, np.asarray(model.classes_, dtype=np.int64)] = proba
     return out
-
-
-class _Featurizer:
-    n_features: int
-
-    def transform(self, examples: Examples) -> Any:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def describe(self) -> str:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-
-class _TfidfFeaturizer(_Featurizer):
-    """TF-IDF over hashed word 1-2 grams, restricted to the terms kept by min_df/max_features.
-
-    Hashing (2**22 buckets) instead of a vocabulary dict makes the pass over the texts about
-    five times faster (measured on 10,000 reviews: no Python dict of millions of n-grams to
-    build and sort); then, as
-    TfidfVectorizer would, only n-grams in at least `min_df` training documents are kept, at
-    most the 200,000 most frequent.
-    """
-
-    def __init__(self, train_texts: Sequence[str]) -> None:
-        from sklearn.feature_extraction.text import HashingVectorizer, TfidfTransformer
-
-        self.hasher = HashingVectorizer(
-            ngram_range=(1, 2),
-            n_features=2**22,
-            alternate_sign=False,
-            norm=None,
-            dtype=np.float32,
-        )
-        counts = self.hasher.transform(train_texts).tocsr()
-        if counts.nnz == 0:
-            raise DataError(
-                "The training texts contain no words (tokens of 2+ letters or digits) to build "
-                "TF-IDF features from. Check that the text column holds the documents."
-            )
-        df = np.bincount(counts.indices, minlength=counts.shape[1])
-        self.min_df = 2 if (df >= 2).any() else 1  # tiny data sets may share no term
-        keep = np.flatnonzero(df >= self.min_df)
-        if len(keep) > _MAX_TERMS:
-            total = np.asarray(counts.sum(axis=0)).ravel()
-            keep = np.sort(keep[np.argsort(-total[keep], kind="stable")[:_MAX_TERMS]])
-        self.keep = keep
-        kept = counts[:, keep]
-        self.tfidf = TfidfTransformer(sublinear_tf=True).fit(kept)
-        self.train_matrix: sp.csr_matrix | None = self.tfidf.transform(kept).astype(np.float32)
-        self.n_features = len(keep)
-
-    def transform(self, examples: Examples) -> sp.csr_matrix:
-        counts = self.hasher.transform([str(t) for t in examples.inputs]).tocsr()
-        return self.tfidf.transform(counts[:, self.keep]).astype(np.float32)
-
-    def describe(self) -> str:
-        return (
-            f"TF-IDF (hashed word 1-2 grams, sublinear tf, min_df={self.min_df}, "
-            f"{self.n_features:,} terms)"
-        )
-
-
-def _grey_array(inputs: np.ndarray) -> np.ndarray:
-    """(N, H, W[, C]) uint8 -> (N, H, W) float32 luminance in [0, 255] (ITU-R 601 weights)."""
-    x = np.asarray(inputs)
-    if x.ndim == 3:
-        return x.astype(np.float32)
-    if x.ndim == 4 and x.shape[-1] in (1, 3, 4):
-        if x.shape[-1] == 1:
-            return x[..., 0].astype(np.float32)
-        rgb = x[..., :3].astype(np.float32)
-        return rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    raise DataError(
-        f"Image arrays must be shaped (N, H, W) or (N, H, W, C) with C in 1, 3, 4; got "
-        f"{x.shape}. Store images channels-last."
-    )
-
-
-class _PixelFeaturizer(_Featurizer):
-    def __init__(self, train: Examples, side: int) -> None:
-        if isinstance(train.inputs, np.ndarray):
-            h, w = train.inputs.shape[1:3]
-            self.size = (h, w) if h <= side and w <= side else (side, side)
-        else:
-            self.size = (side, side)
-        self.n_features = self.size[0] * self.size[1]
-
-    def transform(self, examples: Examples) -> np.ndarray:
-        h, w = self.size
-        if isinstance(examples.inputs, np.ndarray):
-            out = np.empty((len(examples), h * w), dtype=np.float32)
-            for start in range(0, len(examples), 4096):
-                grey = _grey_array(examples.inputs[start : start + 4096])
-                out[start : start + len(grey)] = self._resize(grey).reshape(len(grey), -1)
-            return out / 255.0
-        out = np.empty((len(examples), h * w), dtype=np.float32)
-        for i, path in enumerate(examples.inputs):
-            out[i] = self._load(path, examples.source_of(i)).ravel()
-        return out / 255.0
-
-    def _resize(self, grey: np.ndarray) -> np.ndarray:
-        if grey.shape[1:] == self.size:
-            return grey
-        import torch
-        import torch.nn.functional as F
-
-        t = torch.from_numpy(np.ascontiguousarray(grey)).unsqueeze(1)
-        small = F.interpolate(
-            t, size=self.size, mode="bilinear", antialias=True, align_corners=False
-        )
-        return small.squeeze(1).numpy()
-
-    def _load(self, path: str | os.PathLike[str], source: str) -> np.ndarray:
-        where = str(path) if source == str(path) else f"{path} ({source})"
-        try:
-            with Image.open(path) as im:
-                im.draft("L", (self.size[1] * 2, self.size[0] * 2))  # fast JPEG decode
-                small = im.convert("L").resize(
-                    (self.size[1], self.size[0]), Image.Resampling.BILINEAR
-                )
-                return np.asarray(small, dtype=np.float32)
-        except FileNotFoundError as e:
-            raise DataError(
-                f"Image file {where} does not exist. Fix the path or remove the entry."
-            ) from e
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as e:
-            raise DataError(
-                f"Cannot read image {where} for the pixel baseline: {e or type(e).__name__}. "
-                "The file is corrupt or not an image; remove or replace it."
-            ) from e
-
-    def describe(self) -> str:
-        h, w = self.size
-        return f"greyscale {h}x{w} pixels scaled to [0, 1], standardised"
-
-
-#: Mel bands of the audio baseline's log-mel spectrogram.
-AUDIO_MELS = 40
-_AUDIO_SR, _AUDIO_FFT, _AUDIO_HOP = 16000, 400, 160  # 25 ms windows every 10 ms
-_AUDIO_RANGE_DB = 80.0  # log-mel floor: the clip's loudest band energy minus 80 dB
-
-
-def _mel_filters(sr: int, n_fft: int, n_mels: int) -> np.ndarray:
-    """Triangular filters on the HTK mel scale from 0 Hz to sr/2, shape (n_mels, n_fft//2+1)."""
-    top = 2595.0 * np.log10(1.0 + (sr / 2) / 700.0)
-    hz = 700.0 * (10.0 ** (np.linspace(0.0, top, n_mels + 2) / 2595.0) - 1.0)
-    freqs = np.fft.rfftfreq(n_fft, 1.0 / sr)
-    rising = (freqs[None, :] - hz[:-2, None]) / (hz[1:-1, None] - hz[:-2, None])
-    falling = (hz[2:, None] - freqs[None, :]) / (hz[2:, None] - hz[1:-1, None])
-    return np.maximum(0.0, np.minimum(rising, falling))
-
-
-def log_mel_statistics(wave: np.ndarray, n_mels: int = AUDIO_MELS) -> np.ndarray:
-    """Summary of a 16 kHz mono clip: per mel band, the mean and standard deviation over time
-    of the log-mel energy (in tens of dB) and of its frame-to-frame difference.
-
-    Returns float32 of length ``4 * n_mels``: [mean, std, delta mean, delta std], each per band.
-    A clip shorter than one 25 ms window is padded with silence to one window.
-    """
-    from scipy.signal import get_window
-
-    x = np.asarray(wave, dtype=np.float64)
-    if len(x) < _AUDIO_FFT:
-        x = np.pad(x, (0, _AUDIO_FFT - len(x)))
-    frames = np.lib.stride_tricks.sliding_window_view(x, _AUDIO_FFT)[::_AUDIO_HOP]
-    power = np.abs(np.fft.rfft(frames * get_window("hann", _AUDIO_FFT), axis=1)) ** 2
-    mel = power @ _mel_filters(_AUDIO_SR, _AUDIO_FFT, n_mels).T  # (frames, n_mels)
-    log_mel = np.log10(np.maximum(mel, 1e-10))
-    log_mel = np.maximum(log_mel, log_mel.max() - _AUDIO_RANGE_DB / 10)
-    delta = np.diff(log_mel, axis=0) if len(log_mel) > 1 else np.zeros_like(log_mel)
-    stats = [log_mel.mean(0), log_mel.std(0), delta.mean(0), delta.std(0)]
-    return np.concatenate(stats).astype(np.float32)
-
-
-class _LogMelStatsFeaturizer(_Featurizer):
-    """:func:`log_mel_statistics` of each clip, read by :func:`headstart.data.audio.read_audio`
-    (mono, 16 kHz, at most its first 30 s). Each file is decoded once per featurizer."""
-
-    def __init__(self, n_mels: int = AUDIO_MELS) -> None:
-        self.n_mels = n_mels
-        self.n_features = 4 * n_mels
-        self._done: dict[str, np.ndarray] = {}
-
-    def transform(self, examples: Examples) -> np.ndarray:
-        from headstart.data.audio import read_audio
-
-        out = np.empty((len(examples), self.n_features), dtype=np.float32)
-        for i, path in enumerate(examples.inputs):
-            key = os.fspath(path)
-            if key not in self._done:
-                wave = read_audio(key, _AUDIO_SR, source=examples.source_of(i))
-                self._done[key] = log_mel_statistics(wave, self.n_mels)
-            out[i] = self._done[key]
-        return out
-
-    def describe(self) -> str:
-        return (
-            f"log-mel statistics ({self.n_mels} mel bands; mean and std over time of the "
-            "log energy and of its frame-to-frame difference), standardised"
-        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -388,6 +383,35 @@ class _LinearSoftmax:
 
     def __init__(self, coef: np.ndarray, intercept: np.ndarray, classes: np.ndarray) -> None:
         self.coef_, self.intercept_, self.classes_ = coef, intercept, classes
+
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        arrays = {"coef": self.coef_, "intercept": self.intercept_, "classes": self.classes_}
+        return {"kind": "linear-softmax"}, {k: np.asarray(v) for k, v in arrays.items()}
+
+    @classmethod
+    def from_state(
+        cls, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]
+    ) -> _LinearSoftmax:
+        missing = sorted({"coef", "intercept", "classes"} - set(arrays))
+        if missing:
+            raise ConfigError(
+                f"The saved arrays lack {['model.' + m for m in missing]}; found "
+                f"{['model.' + k for k in sorted(arrays)]}. {_REFIT}"
+            )
+        coef, intercept = np.asarray(arrays["coef"]), np.asarray(arrays["intercept"])
+        classes = np.asarray(arrays["classes"])
+        if (
+            coef.ndim != 2
+            or coef.dtype.kind != "f"
+            or intercept.shape != coef.shape[:1]
+            or intercept.dtype.kind != "f"
+            or classes.shape != coef.shape[:1]
+        ):
+            raise ConfigError(
+                f"model.coef {coef.shape}, model.intercept {intercept.shape} and model.classes "
+                f"{classes.shape} must be float (k, d), float (k,) and (k,). {_REFIT}"
+            )
+        return cls(coef.copy(), intercept.copy(), classes.copy())
 
     def predict_proba(self, X: Any) -> np.ndarray:
         z = np.asarray(X @ self.coef_.T) + self.intercept_
@@ -474,20 +498,20 @@ def fit_baseline(
         )
 
     if train.modality == "text":
-        text = _TfidfFeaturizer([str(t) for t in train.inputs])
+        text = TfidfFeaturizer.fit([str(t) for t in train.inputs])
         assert text.train_matrix is not None
         model, C, scores, val_proba = _fit_sparse_logreg(
             text.train_matrix, train.labels, text.transform(val), val.labels, refit
         )
         val_proba = _all_columns(model, val_proba, len(train.classes))
         text.train_matrix = None  # only needed for fitting
-        featurizer: _Featurizer = text
+        featurizer: Featurizer = text
         name = "tfidf+logreg"
     elif train.modality in ("image", "audio"):
         if train.modality == "image":
-            featurizer, name = _PixelFeaturizer(train, image_side), "pixels+logreg"
+            featurizer, name = PixelFeaturizer.for_split(train, image_side), "pixels+logreg"
         else:
-            featurizer, name = _LogMelStatsFeaturizer(), "logmel-stats+logreg"
+            featurizer, name = LogMelStatsFeaturizer(), "logmel-stats+logreg"
         model, C, scores, val_proba = _fit_dense_logreg(featurizer, train, val, refit)
     else:
         raise ConfigError(
@@ -510,7 +534,7 @@ def fit_baseline(
 
 
 def _fit_dense_logreg(
-    featurizer: _Featurizer, train: Examples, val: Examples, refit: bool
+    featurizer: Featurizer, train: Examples, val: Examples, refit: bool
 ) -> tuple[LogisticHead, float, dict[float, dict[str, float]], np.ndarray]:
     """LogisticHead on dense features, C chosen on val; the validation probabilities are
     taken from the train-only model before the (optional) refit on train + val."""
