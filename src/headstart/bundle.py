@@ -86,13 +86,17 @@ def write_bundle(
     max_length: int | None = None,
     extra: dict[str, Any] | None = None,
     self_contained: bool | None = None,
+    contest: Any = None,
 ) -> Path:
     """Write a classification bundle to ``dest`` atomically (a new folder swapped in).
 
     ``self_contained``: also copy the backbone's weights and files into the bundle, so it
     predicts where no weights package is installed and there is no network. ``None`` (the
     default) bundles only a backbone read from a local folder, whose path means nothing
-    elsewhere; ``False`` with such a backbone is refused.
+    elsewhere; ``False`` with such a backbone is refused. ``contest``
+    (:class:`~headstart.strategies.contend.Contest`): ``auto`` kept the non-transfer
+    baseline or the stack; the baseline is saved in ``contender/`` and the choice (with the
+    stack's weights) in ``headstart.json``'s ``contender``.
     """
     from safetensors.numpy import save_file
 
@@ -124,6 +128,10 @@ def write_bundle(
                 "Save it self-contained (self_contained=True or None)."
             )
         bundled = bundle_backbone(backbone, tmp) if self_contained or local else None
+        if contest is not None:
+            from .baselines import save_baseline
+
+            save_baseline(contest.baseline, tmp / CONTENDER_DIR)
         meta = {
             "format": BUNDLE_FORMAT,
             "kind": KIND_CLASSIFICATION,
@@ -145,6 +153,7 @@ def write_bundle(
                 "package": _weights_package(backbone),
             },
             "head": {"name": head_name, "config": head.get_config()},
+            "contender": None if contest is None else contest.to_dict(),
             "versions": versions(),
             **(extra or {}),
         }
@@ -194,6 +203,8 @@ class Bundle:
     meta: dict[str, Any]
     backbone: Backbone
     head: Any
+    #: the kept baseline or stack (:class:`~headstart.strategies.contend.Contest`), or None
+    contest: Any = None
 
 
 def read_bundle(path: Path, *, trusted_paths: Sequence[str | os.PathLike[str]] = ()) -> Bundle:
@@ -231,7 +242,51 @@ def read_bundle(path: Path, *, trusted_paths: Sequence[str | os.PathLike[str]] =
     if b.get("adapter") or (path / ADAPTER_DIR).exists():
         load_adapter(backbone, path / ADAPTER_DIR)  # offline; refuses a missing or foreign one
     backbone.eval()
-    return Bundle(meta, backbone, head)
+    return Bundle(meta, backbone, head, _read_contest(path, meta))
+
+
+#: The folder of a bundle that holds the kept non-transfer baseline.
+CONTENDER_DIR = "contender"
+
+
+def _read_contest(path: Path, meta: dict[str, Any]) -> Any:
+    """The baseline / stack ``auto`` kept, checked against ``headstart.json``; None if none."""
+    from .strategies.contend import CHOICES, Contest
+
+    d = meta.get("contender")
+    if d is None:
+        return None
+    where = path / "headstart.json"
+    if not isinstance(d, dict) or d.get("chosen") not in CHOICES or "reason" not in d:
+        raise BundleError(f"{where}: 'contender' is not a recorded baseline/stack choice. {FIX}")
+    from .baselines import load_baseline
+
+    folder = path / CONTENDER_DIR
+    if not folder.is_dir():
+        raise BundleError(
+            f"{folder} is missing: headstart.json says {d['chosen']!r} was kept. {FIX}"
+        )
+    inside_bundle(path, folder)
+    baseline = load_baseline(folder)
+    if list(baseline.classes) != list(meta["classes"]):
+        raise BundleError(
+            f"{folder}: the baseline's classes differ from the bundle's ({meta['classes'][:5]}). "
+            f"{FIX}"
+        )
+    n = len(meta["classes"])
+    stack = d.get("stack")
+    if d["chosen"] == "stack":
+        ok = (
+            isinstance(stack, dict)
+            and len(stack.get("weights", [])) == 2
+            and len(stack.get("bias", [])) == n
+            and all(isinstance(v, (int, float)) for v in [*stack["weights"], *stack["bias"]])
+        )
+        if not ok:
+            raise BundleError(
+                f"{where}: the stack needs 2 model weights and {n} class biases (numbers). {FIX}"
+            )
+    return Contest.from_dict(d, baseline)
 
 
 def _read_head(path: Path, meta: dict[str, Any]) -> Any:

@@ -263,6 +263,12 @@ class LadderConfig(Section):
     noise_z: float = opt(
         2.0, "keep the cheapest rung within this many standard errors of the best", check=_NON_NEG
     )
+    contend: bool = opt(
+        True,
+        "pit the non-transfer baseline (and, where it comes close, a stack of it with transfer) "
+        "against the chosen transfer model on validation; keep one only when it wins beyond "
+        "the noise",
+    )
 
     @classmethod
     def from_overrides(cls, overrides: list[str] | None) -> LadderConfig:

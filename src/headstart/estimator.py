@@ -34,6 +34,7 @@ from .config import STRATEGIES, ExtractConfig, FinetuneConfig, LadderConfig
 from .data.base import Examples
 from .data.inmemory import read_inputs, unwrap_table
 from .errors import ConfigError, DataError, NotFittedError
+from .metrics import classification_metrics
 
 log = logging.getLogger("headstart")
 
@@ -467,6 +468,10 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         self.unfrozen_ = chosen.unfreeze
         self.tuned_state_ = chosen.tuned_state
         self.val_metrics_ = chosen.val_metrics
+        self.contest_ = c = result.contest  # auto: the baseline / stack against transfer
+        self.predictor_ = "transfer" if c is None else c.chosen
+        if c is not None and c.chosen != "transfer" and val is not None and c.val_proba is not None:
+            self.val_metrics_ = classification_metrics(val.labels, c.val_proba, train.classes)
         self.extraction_ = result.extraction  # the pristine backbone and its probe, beside
         self.finetune_detail_ = chosen.detail if chosen.unfreeze else None
         self.decisions_ = result.decisions(self.strategy)
@@ -482,6 +487,17 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
     # ------------------------------------------------------------------------ predicting
     def predict_proba(self, X: Any, *, cache: bool | None = None) -> np.ndarray:
         """Class probabilities (n, n_classes), columns in the order of ``classes_``."""
+        contest = getattr(self, "contest_", None)
+        if contest is None or contest.chosen == "transfer":
+            return self.transfer_proba(X, cache=cache)
+        ex = X if isinstance(X, Examples) else self._read(X)[0]
+        self._check_modality(ex, self.modality_, self.backbone_.name)
+        transfer = self.transfer_proba(ex, cache=cache) if contest.needs_transfer else None
+        return np.asarray(contest.predict_proba(transfer, ex))
+
+    def transfer_proba(self, X: Any, *, cache: bool | None = None) -> np.ndarray:
+        """The transfer model's own probabilities (backbone + head), whichever predictor
+        ``auto`` kept (``predictor_``: transfer, the baseline or their stack)."""
         self._check_fitted()
         ex = X if isinstance(X, Examples) else self._read(X)[0]
         if ex.modality == "features":
@@ -523,6 +539,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         from .bundle import write_bundle
 
         self._check_fitted()
+        contest = getattr(self, "contest_", None)
         if self.modality_ == "features":
             raise ConfigError(
                 "a model fitted on precomputed features (backbone='precomputed') has no "
@@ -543,6 +560,7 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
             self_contained=self_contained,
             # classes are stored as names; their dtype brings integer (bool, float) labels back
             extra={"label_dtype": self.classes_.dtype.str},
+            contest=contest if contest is not None and contest.chosen != "transfer" else None,
         )
 
     @classmethod
@@ -570,6 +588,8 @@ class TransferClassifier(ClassifierMixin, BaseEstimator):
         clf.modality_ = b.meta["modality"]
         clf.strategy_ = b.meta.get("strategy", "extract")
         clf.bundle_meta_ = b.meta
+        clf.contest_ = b.contest
+        clf.predictor_ = "transfer" if b.contest is None else b.contest.chosen
         return clf
 
 

@@ -230,9 +230,18 @@ def fit_run(cfg: FitConfig, *, progress: bool = True) -> RunResult:
             )
     elif len(decisions["rungs"]) > 1:
         metrics["extract_val"] = probe_val
+    contest = getattr(clf, "contest_", None)
+    metrics["predictor"] = clf.predictor_
+    if contest is not None:
+        metrics["contender"] = contest.to_dict()
+        if contest.chosen != "transfer" and splits.test is not None:
+            # what transfer alone scored beside the kept baseline / stack (reported only)
+            metrics["transfer_test"] = classification_metrics(
+                splits.test.labels, clf.transfer_proba(splits.test, cache=True), splits.classes
+            )
     test_s = time.perf_counter() - t0
     if cfg.baseline:
-        metrics["baseline"] = _baseline(splits)
+        metrics["baseline"] = _baseline(splits, None if contest is None else contest.baseline)
     rung0 = decisions["rungs"][0]
     pretrained_s = sum(e["seconds"] for e in clf.extraction_log_ if e["backbone"] == "pretrained")
     metrics["timings"] = {
@@ -378,12 +387,14 @@ def _write_report(out: Path, splits: Splits, test_proba: np.ndarray | None) -> N
         )
 
 
-def _baseline(splits: Splits) -> dict[str, Any]:
+def _baseline(splits: Splits, fitted: Any = None) -> dict[str, Any]:
+    """The baseline's scores; ``fitted``: the one ``auto``'s contest already fitted on the
+    same splits (not fitted again)."""
     from .baselines import fit_baseline
     from .metrics import classification_metrics
 
     t0 = time.perf_counter()
-    base = fit_baseline(splits.train, splits.val)
+    base = fitted if fitted is not None else fit_baseline(splits.train, splits.val)
     res: dict[str, Any] = {"name": base.name}
     # validation: the train-only model, scored before the refit on train + val saw it
     val_proba = base.val_proba if base.val_proba is not None else base.predict_proba(splits.val)
@@ -416,8 +427,14 @@ def summarise(metrics: dict[str, Any], decisions: dict[str, Any] | None = None) 
             else f" on {metrics['n_test']:,} examples"
         )
     se = f" ± {m['accuracy_se']:.4f} (s.e.)" if "accuracy_se" in m else ""
+    predictor = metrics.get("predictor", "transfer")
+    kept = {
+        "baseline": f"the non-transfer baseline ({(metrics.get('contender') or {}).get('baseline')}), "
+        "kept over ",
+        "stack": "a stack of the baseline and ",
+    }.get(predictor, "")
     lines += [
-        f"{metrics['strategy']} with {metrics['backbone']} + {metrics['head']} head, "
+        f"{kept}{metrics['strategy']} with {metrics['backbone']} + {metrics['head']} head, "
         f"{metrics['train_size']} labelled examples ({metrics['n_train']} train / {metrics['n_val']} val)",
         f"  {split}: accuracy {m['accuracy']:.4f}{se}, macro-F1 {m['macro_f1']:.4f}{on}",
     ]
@@ -434,6 +451,11 @@ def summarise(metrics: dict[str, Any], decisions: dict[str, Any] | None = None) 
                 f"  note: the baseline is below the majority-class rate ({majority:.4f}: always "
                 "predicting the largest class), so it is a weak reference on this data"
             )
+    if split == "test" and "transfer_test" in metrics:
+        e = metrics["transfer_test"]["accuracy"]
+        lines.append(
+            f"  transfer alone: accuracy {e:.4f} ({m['accuracy'] - e:+.4f} for the {predictor})"
+        )
     if split == "test" and "extract_test" in metrics:
         e = metrics["extract_test"]["accuracy"]
         lines.append(

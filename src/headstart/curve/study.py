@@ -349,15 +349,24 @@ class Study:
             proba = res.head.predict_proba(self.features()["test"])
         else:
             proba = self._tuned_proba(res.backbone, res.head.to_torch())
+        val_accuracy = res.val_accuracy
+        chosen = res.label
+        if out.contest is not None and out.contest.chosen != "transfer":
+            # auto kept the baseline or the stack: score what a fit would predict with
+            proba = out.contest.predict_proba(proba, self.test)
+            val_accuracy = out.contest.val_accuracy[out.contest.chosen]
+            chosen = f"{out.contest.chosen} ({out.contest.baseline.name}" + (
+                f" + {res.label})" if out.contest.chosen == "stack" else ")"
+            )
         if ckpt is not None:
             shutil.rmtree(ckpt, ignore_errors=True)
         detail = {
-            "chosen": res.label,
+            "chosen": chosen,
             "rungs": [r.label for r in out.results],
             "skipped": [s["step"] for s in out.skipped],
             "reasons": list(out.reasons),
         }
-        return {"proba": proba, "val_accuracy": res.val_accuracy, "detail": detail}
+        return {"proba": proba, "val_accuracy": val_accuracy, "detail": detail}
 
     def run_scratch(
         self, tr: np.ndarray, va: np.ndarray, seed: int, cell: str, key: str

@@ -129,6 +129,20 @@ def check_exportable(meta: dict[str, Any], model_dir: Path) -> None:
             "models is not supported yet (the graph would start at log-mel features, which "
             "ONNX Runtime alone cannot compute). Use `headstart predict` meanwhile."
         )
+    contender = meta.get("contender") or {}
+    if contender.get("chosen") in ("baseline", "stack"):
+        what = (
+            "the non-transfer baseline"
+            if contender["chosen"] == "baseline"
+            else "a stack of the transfer model and the non-transfer baseline"
+        )
+        raise ConfigError(
+            f"{model_dir} predicts with {what} ({contender.get('baseline')}), which `headstart "
+            "auto` kept because transfer alone did not pay on validation; the ONNX graph "
+            "covers the transfer model (backbone + head) only. Serve this bundle with "
+            "`headstart serve` / `headstart predict`, or refit with --no-ladder-contend to "
+            "export a transfer-only model."
+        )
 
 
 def _quantize_int8(src: Path, dst: Path) -> None:

@@ -266,7 +266,12 @@ def _provenance(meta: dict[str, Any], metrics: dict[str, Any], config: dict[str,
         f"- backbone: `{bb.get('name', '?')}` ({w.get('source', 'source unknown')})",
         f"- weights sha256: `{w.get('sha256', '?')}`"
         + (f", tuned `{w['tuned_sha256']}`" if w.get("tuned_sha256") else ""),
-        f"- head: {meta.get('head', {}).get('name', '?')}; strategy: {meta.get('strategy', '?')}",
+        f"- head: {meta.get('head', {}).get('name', '?')}; strategy: {meta.get('strategy', '?')}"
+        + (
+            f"; predicts with: {meta['contender']['chosen']} ({meta['contender']['baseline']})"
+            if meta.get("contender")
+            else ""
+        ),
         "- versions: " + ", ".join(f"{k} {v[k]}" for k in sorted(v) if v[k]),
     ]
     if "seed" in cfg:
@@ -296,6 +301,15 @@ def model_card(run_dir: str | Path, bundle_dir: str | Path | None = None) -> str
     decisions = _read(run / DECISIONS_FILE)
     source = config.get("data", {}).get("source") or "data"
     title = f"# Model card: {source}, {metrics.get('strategy', '?')} with {metrics.get('backbone', '?')}"
+    predictor = metrics.get("predictor", "transfer")
+    if predictor != "transfer":  # auto kept the baseline, or a stack of it with transfer
+        base = (metrics.get("contender") or {}).get("baseline", "the baseline")
+        title = (
+            f"# Model card: {source}, the non-transfer baseline ({base})"
+            if predictor == "baseline"
+            else f"# Model card: {source}, a stack of {base} and {metrics.get('strategy', '?')} "
+            f"with {metrics.get('backbone', '?')}"
+        )
     lines = [title, ""]
     reasons = decisions.get("reasons") or []
     if reasons:

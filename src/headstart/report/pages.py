@@ -60,6 +60,7 @@ from .schema import (
     FinetuneDetail,
     Metrics,
     RunConfig,
+    Rung,
     SplitMetrics,
     read_json,
 )
@@ -156,6 +157,17 @@ def _summary_cards(metrics: Metrics, split: str, m: SplitMetrics) -> str:
                     f"baseline ({baseline.get('name', '')}), {d:+.1f} points for transfer",
                 )
             )
+    predictor = metrics.get("predictor", "transfer")
+    alone = metrics.get("transfer_test") if split == "test" else None
+    if predictor != "transfer" and alone:
+        # say plainly that transfer alone did not pay: the kept model is not transfer alone
+        cards.append(
+            (
+                _pct(alone["accuracy"]),
+                f"transfer alone; the {predictor} was kept "
+                f"({100 * (m['accuracy'] - alone['accuracy']):+.1f} points)",
+            )
+        )
     cards.append((f"{100 * m['ece']:.1f}", "calibration error (ECE, points)"))
     if m.get("roc_auc") is not None:
         cards.append((f"{m['roc_auc']:.3f}", "ROC AUC"))
@@ -248,6 +260,14 @@ def _config_tables(config: RunConfig) -> list[str]:
     return out
 
 
+def _epochs(rung: Rung) -> str:
+    """'7 (of 8)': the epochs a fine-tuning rung ran and the ones it planned."""
+    if "epochs_run" not in rung:
+        return ""
+    planned = rung.get("epochs")
+    return f"{rung['epochs_run']}" + (f" (of {planned})" if planned is not None else "")
+
+
 def _decisions_section(decisions: Decisions, metrics: Metrics) -> list[str]:
     out = ['<h2 id="decisions">Decisions: the ladder and the scores behind them</h2>']
     rungs = decisions.get("rungs") or []
@@ -279,6 +299,8 @@ def _decisions_section(decisions: Decisions, metrics: Metrics) -> list[str]:
             [
                 r["label"] + (" (chosen)" if r["label"] == chosen else ""),
                 r.get("unfreeze", 0),
+                f"head / {r['lr_ratio']:g}" if "lr_ratio" in r else "",
+                _epochs(r),
                 _pct(r["val_accuracy"], 2),
                 _pct(r.get("val", {}).get("macro_f1"), 2),
                 f"{r.get('val', {}).get('log_loss', float('nan')):.4f}",
@@ -291,13 +313,15 @@ def _decisions_section(decisions: Decisions, metrics: Metrics) -> list[str]:
                 [
                     "rung",
                     "groups unfrozen",
+                    "backbone LR",
+                    "epochs run (of)",
                     "val accuracy",
                     "val macro-F1",
                     "val log-loss",
                     "seconds",
                 ],
                 rows,
-                num=(1, 2, 3, 4, 5),
+                num=(1, 4, 5, 6, 7),
             )
         )
     plots = []

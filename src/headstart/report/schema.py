@@ -195,6 +195,8 @@ class FinetuneDetail(TypedDict):
     unfrozen: list[str]
     n_trainable: int
     lrs: dict[str, float]
+    lr_ratio: NotRequired[float]  # head LR / backbone LR (absent from older run folders)
+    epochs: NotRequired[int]  # planned epochs (absent from older run folders)
     guard: LrGuard
     history: list[EpochRecord]
     stopped: str
@@ -249,6 +251,19 @@ class TestSubset(TypedDict):
     seed: int
 
 
+class Contender(TypedDict):
+    """``--strategy auto``: the non-transfer baseline (and the stack of it with transfer)
+    pitted against the chosen transfer model on validation (strategies.contend)."""
+
+    chosen: str  # "transfer" | "baseline" | "stack"
+    reason: str
+    baseline: str
+    val_accuracy: dict[str, float]  # per candidate; the stack's is cross-validated
+    stack: dict[str, list[float]] | None  # {"weights": [transfer, baseline], "bias": per class}
+    seconds: float
+    stack_folds: NotRequired[int]
+
+
 class Metrics(TypedDict):
     """``metrics.json`` of a fit. ``val`` and ``test`` are the final model's scores;
     ``extract_*`` the linear probe's beside a fine-tuned model."""
@@ -272,6 +287,10 @@ class Metrics(TypedDict):
     test_subset: NotRequired[TestSubset]
     steps: NotRequired[list[PlanStep]]
     time_budget_s: NotRequired[float]
+    #: what predicts: "transfer", or the "baseline" / "stack" auto kept over it
+    predictor: NotRequired[str]
+    contender: NotRequired[Contender]
+    transfer_test: NotRequired[SplitMetrics]  # transfer alone, beside a kept baseline / stack
 
 
 # ---------------------------------------------------------------------------- decisions.json
@@ -289,7 +308,9 @@ class Rung(TypedDict):
     head_selection: NotRequired[HeadSelection]
     unfrozen: NotRequired[list[str]]
     n_trainable: NotRequired[int]
+    lr_ratio: NotRequired[float]  # head LR / backbone LR of this rung
     lrs: NotRequired[dict[str, float]]
+    epochs: NotRequired[int]  # planned (a time cut included); epochs_run: how many ran
     best_epoch: NotRequired[int]
     epochs_run: NotRequired[int]
     stopped: NotRequired[str]
@@ -333,9 +354,12 @@ class Decisions(TypedDict):
     ladder: NotRequired[dict[str, Any]]
     learning_curve: NotRequired[LearningCurve]
     domain: NotRequired[dict[str, Any]]
+    #: how the first fine-tuning rung was chosen ("domain" or "fixed"), its settings and why
+    first_rung: NotRequired[dict[str, Any]]
     skipped: NotRequired[list[SkippedRung]]
     steps: NotRequired[list[PlanStep]]
     budget: NotRequired[dict[str, Any]]
+    contender: NotRequired[Contender]
 
 
 # ------------------------------------------------------------------------------- config.json

@@ -19,6 +19,7 @@ from ..config import STRATEGIES, ExtractConfig, FinetuneConfig, LadderConfig
 from ..errors import ConfigError
 from ..tracking import record_live
 from .base import Context, StrategyResult, short_metrics
+from .contend import Contest, contend
 from .extract import Extract
 from .finetune import RUNG_FIELDS, Finetune
 from .ladder import Decision, Rung, choose, gate, next_step
@@ -40,6 +41,9 @@ class LadderResult:
     #: rungs refused before they started: their estimated cost, expected gain and flag
     skipped: list[dict[str, Any]] = field(default_factory=list)
     domain: dict[str, Any] | None = None
+    #: auto: the non-transfer baseline and the stack pitted against ``chosen``
+    #: (:mod:`headstart.strategies.contend`); None when not run
+    contest: Contest | None = None
 
     def decisions(self, strategy: str) -> dict[str, Any]:
         """``decisions.json``: each rung's score, cost and the reasons for each step."""
@@ -53,6 +57,8 @@ class LadderResult:
             out["domain"] = self.domain
         if self.skipped:
             out["skipped"] = list(self.skipped)
+        if self.contest is not None:
+            out["contender"] = self.contest.to_dict()
         out["chosen"] = chosen.label
         out["rungs"] = [
             {
@@ -207,7 +213,27 @@ def run_strategy(
         if why:
             out.reasons.append(why)
         out.chosen = results[rungs.index(best)]
+    if strategy == "auto" and ladder.contend:
+        out.contest = _contend(ctx, out.chosen, ladder)
+        if out.contest is not None:
+            out.reasons.append(out.contest.reason)
+            if ctx.progress:
+                log.info("contender: %s", out.contest.reason)
     return out
+
+
+def _contend(ctx: Context, chosen: StrategyResult, ladder: LadderConfig) -> Contest | None:
+    """The baseline (and the stack) against the chosen transfer model; None where the
+    modality has no baseline or the splits cannot train one."""
+    from ..errors import HeadstartError
+
+    if ctx.val is None or chosen.val_proba is None or ctx.train.modality == "features":
+        return None
+    try:
+        return contend(ctx.train, ctx.val, chosen.val_proba, ladder, seed=ctx.seed)
+    except HeadstartError as exc:  # no baseline for this data: transfer stands alone
+        log.info("no baseline contender: %s", exc)
+        return None
 
 
 def _domain(ctx: Context) -> dict[str, Any] | None:

@@ -1,0 +1,266 @@
+"""The baseline as a contender: transfer, the cheap non-transfer model, or a stack of the two.
+
+After the ladder has chosen a transfer model, ``auto`` fits the modality's non-transfer
+baseline (:func:`headstart.baselines.fit_baseline`: TF-IDF, pixels or log-mel statistics +
+logistic regression) on the same training split and compares the two on the validation
+split. Where the baseline wins or comes within the noise of transfer, a **stack** is tried:
+a logistic model over the two models' class log-probabilities with one weight per model and
+one bias per class (``softmax(a·log p_transfer + b·log p_baseline + c)``, ``a, b >= 0``;
+2 + n_classes numbers, so a few hundred validation examples fit it without overfitting).
+The stack's validation score is honest: it is fitted on the validation probabilities of the
+two train-only models by stratified k-fold cross-validation (:data:`STACK_FOLDS`), and each
+fold is scored by a stack that did not see it.
+
+Which one is kept (:func:`select`): transfer, unless a contender beats it on validation by
+more than ``LadderConfig.noise_z`` **paired** standard errors (the three are scored on the
+same examples, so the noise of a difference is that of the per-example disagreements,
+McNemar's view). When both contenders do, the baseline (one cheap model) is kept unless the
+stack beats it too by the same margin. The final stack is refitted on the whole validation
+split; the baseline and the transfer head used at prediction are those the fit keeps
+(refitted on train + validation where they refit), so the stack sees slightly more
+confident inputs than it was fitted on: the usual price of stacking without a third split.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..config import LadderConfig
+from ..data.base import Examples
+
+#: Folds of the cross-validation that scores the stack on the validation split (fewer when
+#: the rarest validation class has fewer examples; none below 2).
+STACK_FOLDS = 5
+#: Probabilities are clipped here before the logarithm (a model's 0 would be -inf).
+_EPS = 1e-7
+#: L2 strength on the per-class biases (keeps them finite when a class is perfectly
+#: separated in a fold).
+_BIAS_L2 = 1e-3
+
+CHOICES = ("transfer", "baseline", "stack")
+
+
+def paired_se(a_correct: np.ndarray, b_correct: np.ndarray) -> float:
+    """Standard error of ``mean(a) - mean(b)`` when both are 0/1 scores of the same examples."""
+    d = np.asarray(a_correct, float) - np.asarray(b_correct, float)
+    n = max(1, len(d))
+    var = float(np.mean(d**2) - np.mean(d) ** 2)
+    return math.sqrt(max(var, 0.0) / n)
+
+
+def _logs(probas: list[np.ndarray]) -> np.ndarray:
+    """(n_models, n, n_classes) log-probabilities, clipped away from -inf."""
+    return np.log(np.clip(np.stack([np.asarray(p, float) for p in probas]), _EPS, 1.0))
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    out: np.ndarray = e / e.sum(axis=1, keepdims=True)
+    return out
+
+
+@dataclass
+class PooledStack:
+    """``softmax(sum_m weights[m] · log p_m + bias)``: a weighted product of the models'
+    probabilities, recalibrated per class."""
+
+    weights: np.ndarray
+    bias: np.ndarray
+
+    @classmethod
+    def fit(cls, probas: list[np.ndarray], y: np.ndarray, n_classes: int) -> PooledStack:
+        from scipy.optimize import minimize
+
+        L = _logs(probas)
+        m = len(probas)
+        Y = np.zeros((len(y), n_classes))
+        Y[np.arange(len(y)), y] = 1.0
+
+        def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
+            w, b = theta[:m], theta[m:]
+            Z = np.tensordot(w, L, axes=1) + b
+            P = _softmax(Z)
+            n = len(y)
+            value = -float(np.sum(Y * np.log(np.clip(P, 1e-300, 1.0)))) / n
+            value += _BIAS_L2 * float(b @ b)
+            G = (P - Y) / n
+            grad = np.concatenate([np.einsum("mnc,nc->m", L, G), G.sum(0) + 2 * _BIAS_L2 * b])
+            return value, grad
+
+        theta0 = np.concatenate([np.full(m, 1.0 / m), np.zeros(n_classes)])
+        bounds = [(0.0, None)] * m + [(None, None)] * n_classes
+        res = minimize(loss, theta0, jac=True, method="L-BFGS-B", bounds=bounds)
+        return cls(np.asarray(res.x[:m]), np.asarray(res.x[m:]))
+
+    def predict_proba(self, probas: list[np.ndarray]) -> np.ndarray:
+        return _softmax(np.tensordot(self.weights, _logs(probas), axes=1) + self.bias)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"weights": self.weights.tolist(), "bias": self.bias.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PooledStack:
+        return cls(np.asarray(d["weights"], float), np.asarray(d["bias"], float))
+
+
+def out_of_fold(
+    probas: list[np.ndarray], y: np.ndarray, n_classes: int, seed: int
+) -> np.ndarray | None:
+    """The stack's probabilities on each example from a stack fitted on the other folds
+    (stratified k-fold); None when the rarest class has fewer than 2 examples."""
+    from sklearn.model_selection import StratifiedKFold
+
+    counts = np.bincount(y, minlength=n_classes)
+    k = min(STACK_FOLDS, int(counts[counts > 0].min()))
+    if k < 2:
+        return None
+    out = np.zeros((len(y), n_classes))
+    for fit_idx, held in StratifiedKFold(k, shuffle=True, random_state=seed).split(y, y):
+        stack = PooledStack.fit([p[fit_idx] for p in probas], y[fit_idx], n_classes)
+        out[held] = stack.predict_proba([p[held] for p in probas])
+    return out
+
+
+def _pts(x: float) -> str:
+    return f"{100 * x:+.1f} points"
+
+
+def select(correct: dict[str, np.ndarray], noise_z: float) -> tuple[str, str]:
+    """Which of ``correct``'s models (``transfer``, ``baseline``, optional ``stack``; per-example
+    0/1 validation scores) to keep, and why: see the module docstring."""
+    acc = {k: float(np.mean(v)) for k, v in correct.items()}
+
+    def beats(a: str, b: str) -> bool:
+        return acc[a] - acc[b] > noise_z * paired_se(correct[a], correct[b])
+
+    def vs(a: str, b: str) -> str:
+        se = paired_se(correct[a], correct[b])
+        return f"{_pts(acc[a] - acc[b])} against {b}, noise {noise_z:g} × {100 * se:.1f} points"
+
+    winners = [k for k in ("baseline", "stack") if k in acc and beats(k, "transfer")]
+    if not winners:
+        said = ", ".join(f"{k} {acc[k]:.3f}" for k in correct)
+        return "transfer", (
+            f"validation: {said}; no contender beat transfer beyond the noise "
+            f"({noise_z:g} paired standard errors): kept transfer"
+        )
+    if winners == ["stack"] or (len(winners) == 2 and beats("stack", "baseline")):
+        return "stack", (
+            f"the stack of transfer and the baseline reached {acc['stack']:.3f} on validation "
+            f"(cross-validated; {vs('stack', 'transfer')}"
+            + (f"; {vs('stack', 'baseline')}" if len(winners) == 2 else "")
+            + "): kept the stack, since transfer alone did not pay as much"
+        )
+    return "baseline", (
+        f"the non-transfer baseline reached {acc['baseline']:.3f} on validation "
+        f"({vs('baseline', 'transfer')}): transfer alone did not pay, kept the baseline"
+    )
+
+
+@dataclass
+class Contest:
+    """The outcome: which predictor is kept, the fitted baseline and stack, and why."""
+
+    chosen: str
+    baseline: Any  # headstart.baselines.Baseline
+    stack: PooledStack | None
+    val_accuracy: dict[str, float]
+    reason: str
+    val_proba: np.ndarray | None = None
+    seconds: float = 0.0
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def needs_transfer(self) -> bool:
+        return self.chosen != "baseline"
+
+    def predict_proba(self, transfer_proba: np.ndarray | None, examples: Examples) -> np.ndarray:
+        """The kept predictor's probabilities; ``transfer_proba`` is the transfer model's on
+        the same ``examples`` (not needed when the baseline is kept)."""
+        if self.chosen == "transfer":
+            assert transfer_proba is not None
+            return transfer_proba
+        base = np.asarray(self.baseline.predict_proba(examples), float)
+        if self.chosen == "baseline":
+            return base
+        assert self.stack is not None and transfer_proba is not None
+        return self.stack.predict_proba([transfer_proba, base])
+
+    def to_dict(self) -> dict[str, Any]:
+        """For ``decisions.json`` and the bundle's ``headstart.json``."""
+        return {
+            "chosen": self.chosen,
+            "reason": self.reason,
+            "baseline": self.baseline.name,
+            "val_accuracy": dict(self.val_accuracy),
+            "stack": None if self.stack is None else self.stack.to_dict(),
+            "seconds": round(self.seconds, 3),
+            **self.details,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], baseline: Any) -> Contest:
+        stack = None if d.get("stack") is None else PooledStack.from_dict(d["stack"])
+        return cls(d["chosen"], baseline, stack, dict(d.get("val_accuracy", {})), d["reason"])
+
+
+def contend(
+    train: Examples,
+    val: Examples,
+    transfer_val_proba: np.ndarray,
+    cfg: LadderConfig,
+    *,
+    seed: int = 0,
+) -> Contest:
+    """Fit the baseline on ``train``, compare it (and, where it is close, the stack) with the
+    transfer model's validation probabilities; see the module docstring."""
+    import time
+
+    from ..baselines import fit_baseline
+    from .ladder import val_resolution
+
+    t0 = time.perf_counter()
+    n_classes = len(train.classes)
+    y = val.labels
+    baseline = fit_baseline(train, val)
+    p_t = np.asarray(transfer_val_proba, float)
+    p_b = np.asarray(baseline.val_proba, float)
+    correct = {"transfer": p_t.argmax(1) == y, "baseline": p_b.argmax(1) == y}
+    acc_t, acc_b = float(correct["transfer"].mean()), float(correct["baseline"].mean())
+    margin = cfg.noise_z * val_resolution(acc_t, len(y))
+    stack: PooledStack | None = None
+    probas = {"transfer": p_t, "baseline": p_b}
+    details: dict[str, Any] = {}
+    if acc_b < acc_t - margin:
+        chosen, reason = (
+            "transfer",
+            (
+                f"the non-transfer baseline ({baseline.name}) reached {acc_b:.3f} on validation, "
+                f"{100 * (acc_t - acc_b):.1f} points below transfer ({acc_t:.3f}; beyond the "
+                f"{100 * margin:.1f}-point noise): kept transfer, no stack tried"
+            ),
+        )
+    else:
+        oof = out_of_fold([p_t, p_b], y, n_classes, seed)
+        if oof is not None:
+            correct["stack"] = oof.argmax(1) == y
+            probas["stack"] = oof
+            details["stack_folds"] = min(STACK_FOLDS, int(np.bincount(y)[np.bincount(y) > 0].min()))
+        chosen, reason = select(correct, cfg.noise_z)
+        if chosen == "stack":
+            stack = PooledStack.fit([p_t, p_b], y, n_classes)
+    return Contest(
+        chosen,
+        baseline,
+        stack,
+        {k: float(np.mean(v)) for k, v in correct.items()},
+        reason,
+        val_proba=probas[chosen],
+        seconds=time.perf_counter() - t0,
+        details=details,
+    )

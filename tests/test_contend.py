@@ -1,0 +1,172 @@
+"""The baseline as a contender: paired noise, the stack, the choice, and bundles that keep it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import text_examples
+from headstart import TransferClassifier
+from headstart.config import LadderConfig
+from headstart.errors import BundleError
+from headstart.strategies.contend import PooledStack, out_of_fold, paired_se, select
+
+
+def test_paired_se_is_the_standard_error_of_the_per_example_differences():
+    a = np.array([1, 1, 0, 1, 0, 1, 1, 0], bool)
+    b = np.array([1, 0, 0, 1, 1, 1, 0, 0], bool)
+    d = a.astype(float) - b
+    assert paired_se(a, b) == pytest.approx(d.std() / np.sqrt(len(d)))
+    assert paired_se(a, a) == 0.0  # identical predictions: no noise in their difference
+
+
+def _complementary(n: int = 600, seed: int = 0):
+    """Two models, each informative on a different half of the classes."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 4, n)
+    p1, p2 = np.full((n, 4), 0.25), np.full((n, 4), 0.25)
+    for i, c in enumerate(y):
+        if c < 2:  # model 1 knows classes 0 and 1, model 2 only that it is one of them
+            p1[i] = [0.7, 0.1, 0.1, 0.1] if c == 0 else [0.1, 0.7, 0.1, 0.1]
+            p2[i] = [0.45, 0.45, 0.05, 0.05]
+        else:
+            p1[i] = [0.05, 0.05, 0.45, 0.45]
+            p2[i] = [0.1, 0.1, 0.7, 0.1] if c == 2 else [0.1, 0.1, 0.1, 0.7]
+    flip = rng.random(n) < 0.15  # some noise: shuffle the rows of a few examples
+    p1[flip] = p1[flip][:, ::-1]
+    return y, p1, p2
+
+
+def test_the_stack_combines_complementary_models_and_round_trips():
+    y, p1, p2 = _complementary()
+    acc = [float(np.mean(p.argmax(1) == y)) for p in (p1, p2)]
+    stack = PooledStack.fit([p1, p2], y, 4)
+    ps = stack.predict_proba([p1, p2])
+    assert np.allclose(ps.sum(1), 1.0)
+    assert float(np.mean(ps.argmax(1) == y)) > max(acc) + 0.1
+    assert (stack.weights >= 0).all()
+    again = PooledStack.from_dict(json.loads(json.dumps(stack.to_dict())))
+    assert np.array_equal(again.predict_proba([p1, p2]), ps)
+    oof = out_of_fold([p1, p2], y, 4, seed=0)
+    assert oof is not None and float(np.mean(oof.argmax(1) == y)) > max(acc) + 0.1
+
+
+def test_out_of_fold_needs_two_examples_of_every_class():
+    y = np.array([0, 0, 0, 1])
+    p = np.full((4, 2), 0.5)
+    assert out_of_fold([p, p], y, 2, seed=0) is None
+
+
+def _scores(n: int, acc: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    out = np.zeros(n, bool)
+    out[rng.choice(n, round(acc * n), replace=False)] = True
+    return out
+
+
+def test_select_keeps_transfer_unless_a_contender_wins_beyond_the_paired_noise():
+    t = _scores(400, 0.80, 0)
+    # one example better: far inside the noise
+    b = t.copy()
+    b[np.flatnonzero(~t)[0]] = True
+    chosen, why = select({"transfer": t, "baseline": b}, noise_z=2.0)
+    assert chosen == "transfer" and "no contender beat transfer" in why
+    # 40 more right, none lost: beyond the noise
+    b = t.copy()
+    b[np.flatnonzero(~t)[:40]] = True
+    chosen, why = select({"transfer": t, "baseline": b}, noise_z=2.0)
+    assert chosen == "baseline" and "transfer alone did not pay" in why
+
+
+def test_select_prefers_the_cheaper_baseline_unless_the_stack_beats_it_too():
+    t = _scores(400, 0.70, 1)
+    wrong = np.flatnonzero(~t)
+    b = t.copy()
+    b[wrong[:60]] = True
+    s_close = b.copy()
+    s_close[wrong[60:63]] = True  # 3 more than the baseline: within the noise
+    chosen, _ = select({"transfer": t, "baseline": b, "stack": s_close}, noise_z=2.0)
+    assert chosen == "baseline"
+    s_far = b.copy()
+    s_far[wrong[60:100]] = True  # 40 more than the baseline, none lost
+    chosen, why = select({"transfer": t, "baseline": b, "stack": s_far}, noise_z=2.0)
+    assert chosen == "stack" and "against baseline" in why
+
+
+def _auto(tiny_text_dir, tmp_path, **ladder):
+    return TransferClassifier(
+        backbone=f"local-dir:{tiny_text_dir}",
+        strategy="auto",
+        ladder=LadderConfig(**ladder),
+        cache_dir=str(tmp_path / "cache"),
+    )
+
+
+def test_auto_keeps_the_baseline_when_transfer_does_not_pay_and_the_bundle_predicts_the_same(
+    tiny_text_dir, tmp_path
+):
+    # a random 2-layer BERT knows nothing; TF-IDF reads the sentiment words directly
+    train, test = text_examples(300, seed=0), text_examples(80, seed=1)
+    clf = _auto(tiny_text_dir, tmp_path).fit(train)
+    assert clf.predictor_ == "baseline"
+    contest = clf.decisions_["contender"]
+    assert contest["chosen"] == "baseline" and contest["baseline"] == "tfidf+logreg"
+    assert contest["val_accuracy"]["baseline"] > contest["val_accuracy"]["transfer"]
+    assert "transfer alone did not pay" in clf.decisions_["reasons"][-1]
+    assert clf.val_metrics_["accuracy"] == pytest.approx(contest["val_accuracy"]["baseline"])
+    before = clf.predict_proba(test)
+    assert not np.allclose(before, clf.transfer_proba(test))
+    assert clf.score(test) >= 0.9
+    clf.save(tmp_path / "model")
+    again = TransferClassifier.load(tmp_path / "model")
+    assert again.predictor_ == "baseline"
+    assert np.array_equal(again.predict_proba(test), before)
+
+
+def test_a_kept_stack_is_saved_with_its_weights_and_reloads(tiny_text_dir, tmp_path):
+    from headstart.strategies.contend import Contest, PooledStack
+
+    train, test = text_examples(300, seed=0), text_examples(40, seed=1)
+    clf = _auto(tiny_text_dir, tmp_path).fit(train)
+    # the same fitted pair, kept as a stack (what auto does when the stack wins)
+    c = clf.contest_
+    stack = PooledStack(np.array([0.3, 0.9]), np.array([0.1, -0.1]))
+    clf.contest_ = Contest("stack", c.baseline, stack, c.val_accuracy, "test: a stack")
+    before = clf.predict_proba(test)
+    expected = stack.predict_proba([clf.transfer_proba(test), c.baseline.predict_proba(test)])
+    assert np.array_equal(before, expected)
+    clf.save(tmp_path / "model")
+    meta = json.loads((tmp_path / "model" / "headstart.json").read_text())
+    assert meta["contender"]["chosen"] == "stack"
+    assert meta["contender"]["stack"]["weights"] == [0.3, 0.9]
+    again = TransferClassifier.load(tmp_path / "model")
+    assert np.allclose(again.predict_proba(test), before, atol=1e-12)
+
+
+def test_no_contend_keeps_transfer(tiny_text_dir, tmp_path):
+    clf = _auto(tiny_text_dir, tmp_path, contend=False).fit(text_examples(200, seed=0))
+    assert clf.predictor_ == "transfer" and "contender" not in clf.decisions_
+
+
+@pytest.mark.parametrize("damage", ["chosen", "stack", "folder"])
+def test_a_bundle_with_a_damaged_contender_is_refused(tiny_text_dir, tmp_path, damage):
+    clf = _auto(tiny_text_dir, tmp_path).fit(text_examples(300, seed=0))
+    model = clf.save(tmp_path / "model")
+    meta_file = model / "headstart.json"
+    meta = json.loads(meta_file.read_text())
+    if damage == "chosen":
+        meta["contender"]["chosen"] = "oracle"
+        match = "contender"
+    elif damage == "stack":
+        meta["contender"]["chosen"] = "stack"
+        meta["contender"]["stack"] = {"weights": [1.0], "bias": [0.0, 0.0]}
+        match = "2 model weights"
+    else:
+        shutil.rmtree(model / "contender")
+        match = "missing"
+    meta_file.write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match=match):
+        TransferClassifier.load(model)
