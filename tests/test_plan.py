@@ -184,7 +184,9 @@ def _auto(tiny_vision_dir, tmp_path, budget):
         strategy="auto",
         time_budget_s=budget,
         finetune=FinetuneConfig(epochs=1, batch_size=16),
-        ladder=LadderConfig(min_examples=20, min_per_class=5, max_rungs=1, noise_z=0.0),
+        ladder=LadderConfig(
+            min_examples=20, min_per_class=5, max_rungs=1, noise_z=0.0, first_rung="fixed"
+        ),
     ).fit(x, y)
 
 

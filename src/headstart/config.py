@@ -31,6 +31,7 @@ TRACKERS = ("none", "tensorboard", "mlflow")
 BN_MODES = ("frozen", "train")
 PRECISIONS = ("auto", "no", "bf16", "fp16")
 PEFT_METHODS = ("none", "lora")
+FIRST_RUNGS = ("domain", "fixed")
 
 
 def opt(default: Any, help: str, **meta: Any) -> Any:
@@ -257,6 +258,14 @@ class LadderConfig(Section):
     min_gain: float = opt(0.005, "a rung must add this much validation accuracy to go on")
     min_examples: int = opt(1000, "labelled examples needed before fine-tuning")
     min_per_class: int = opt(20, "examples of the rarest class needed before fine-tuning")
+    first_rung: str = opt(
+        "domain",
+        "the first fine-tuning rung: domain (far from the pretraining domain every group at "
+        "lr/10 for ~1,000 steps, near it the top first-unfreeze groups at lr/100, unmeasured "
+        "every group at lr/30), or fixed (the top first-unfreeze groups with the fine-tuning "
+        "flags' values; the default when one of those flags is given)",
+        choices=FIRST_RUNGS,
+    )
     first_unfreeze: int = opt(2, "groups the first fine-tuning rung unfreezes (-1: all)")
     step: int = opt(2, "groups each further rung unfreezes")
     max_rungs: int = opt(3, "fine-tuning rungs at most", check=_POS_INT)

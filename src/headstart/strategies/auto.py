@@ -22,7 +22,7 @@ from .base import Context, StrategyResult, short_metrics
 from .contend import Contest, contend
 from .extract import Extract
 from .finetune import RUNG_FIELDS, Finetune
-from .ladder import Decision, Rung, choose, gate, next_step
+from .ladder import Decision, FirstRung, Rung, choose, first_rung, gate, next_step
 
 log = logging.getLogger("headstart")
 
@@ -41,6 +41,9 @@ class LadderResult:
     #: rungs refused before they started: their estimated cost, expected gain and flag
     skipped: list[dict[str, Any]] = field(default_factory=list)
     domain: dict[str, Any] | None = None
+    #: auto: how the first fine-tuning rung was chosen (``ladder.first_rung``), its settings
+    #: and why
+    first_rung: dict[str, Any] | None = None
     #: auto: the non-transfer baseline and the stack pitted against ``chosen``
     #: (:mod:`headstart.strategies.contend`); None when not run
     contest: Contest | None = None
@@ -55,6 +58,8 @@ class LadderResult:
             out["learning_curve"] = self.learning_curve
         if self.domain is not None:
             out["domain"] = self.domain
+        if self.first_rung is not None:
+            out["first_rung"] = self.first_rung
         if self.skipped:
             out["skipped"] = list(self.skipped)
         if self.contest is not None:
@@ -97,7 +102,9 @@ def learning_curve(ctx: Context, seed: int) -> dict[str, Any] | None:
     return {"points": points, "slope_per_doubling": float(slope)}
 
 
-def _rung(result: StrategyResult) -> Rung:
+def _rung(result: StrategyResult, labels: np.ndarray | None = None) -> Rung:
+    """A result as the ladder weighs it; with the validation ``labels``, its per-example
+    correctness too (for :func:`~headstart.strategies.ladder.choose`'s paired comparison)."""
     detail = dict(result.detail)
     if result.unfreeze:
         detail = {
@@ -113,7 +120,10 @@ def _rung(result: StrategyResult) -> Rung:
             "seconds": result.seconds,
         },
     )
-    return Rung(result.unfreeze, result.val_accuracy, result.seconds, detail)
+    correct = None
+    if labels is not None and result.val_proba is not None and len(result.val_proba) == len(labels):
+        correct = (np.asarray(result.val_proba).argmax(axis=1) == labels).astype(np.int8)
+    return Rung(result.unfreeze, result.val_accuracy, result.seconds, detail, correct)
 
 
 def run_strategy(
@@ -144,7 +154,8 @@ def run_strategy(
     extract_ms = 1000 * (time.perf_counter() - t0) / max(1, n_extracted)
     ctx.reserve_s = ctx.n_score * extract_ms / 1000
     first = Extract(extract, head_params).fit(ctx)
-    rungs = [_rung(first)]
+    labels = None if ctx.val is None else np.asarray(ctx.val.labels)
+    rungs = [_rung(first, labels)]
     results = [first]
     out = LadderResult(first, first, results, rungs)
     if strategy == "extract":
@@ -162,6 +173,7 @@ def run_strategy(
         out.learning_curve = learning_curve(ctx, ctx.seed)
         out.domain = _domain(ctx)
     counts = ctx.train.class_counts() + ctx.val.class_counts()
+    chosen_first = _first_rung(ladder, ft_cfg, out, ctx, n_groups) if strategy == "auto" else None
     while True:
         if strategy == "finetune":
             k = Finetune(ft_cfg).groups(ctx.backbone)
@@ -190,6 +202,7 @@ def run_strategy(
                 cfg=ladder,
                 time_left_s=None,  # the cost gate below weighs the time left
                 curve_slope=(out.learning_curve or {}).get("slope_per_doubling"),
+                first=chosen_first,
             )
             if decision.action == "finetune":
                 decision = _gate(ctx, decision, rungs, first, ft_cfg, ladder, out, extract_ms)
@@ -198,14 +211,17 @@ def run_strategy(
             log.info("ladder: %s", decision.reason)
         if decision.action != "finetune":
             break
+        rung_cfg = _rung_config(ft_cfg, decision)
+        if strategy == "auto" and len(rungs) == 1:
+            _record_first(out, ladder, rung_cfg, chosen_first)
         tuned = Finetune(
-            ft_cfg,
+            rung_cfg,
             unfreeze=decision.unfreeze,
             measure_forgetting=measure_forgetting,
             budgeted=strategy == "auto",
         ).fit(ctx, first)
         results.append(tuned)
-        rungs.append(_rung(tuned))
+        rungs.append(_rung(tuned, labels))
     if strategy == "finetune" and len(rungs) > 1:
         out.chosen = results[-1]  # the user asked for fine-tuning: report it
     else:
@@ -249,6 +265,57 @@ def _domain(ctx: Context) -> dict[str, Any] | None:
     return {"verdict": report.verdict, "distance": report.distance, "reasons": report.reasons}
 
 
+def _first_rung(
+    ladder: LadderConfig, ft_cfg: FinetuneConfig, out: LadderResult, ctx: Context, n_groups: int
+) -> FirstRung | None:
+    """The first fine-tuning rung the measured domain asks for (``first_rung="domain"``);
+    None under ``"fixed"``: the top ``first_unfreeze`` groups with the configured values."""
+    if ladder.first_rung != "domain":
+        return None
+    domain = out.domain or {}
+    return first_rung(
+        verdict=domain.get("verdict"),
+        distance=domain.get("distance"),
+        n_train=len(ctx.train),
+        batch_size=ft_cfg.batch_size * ft_cfg.grad_accum,
+        n_groups=n_groups,
+        ladder_cfg=ladder,
+        finetune_cfg=ft_cfg,
+    )
+
+
+def _rung_config(ft_cfg: FinetuneConfig, decision: Decision) -> FinetuneConfig:
+    """The fine-tuning settings ``decision``'s rung runs with: the configured ones, with the
+    rung's own (the first rung's under ``first_rung="domain"``) over them."""
+    cfg: FinetuneConfig = copy.deepcopy(ft_cfg)
+    cfg.set_params(unfreeze=decision.unfreeze, **decision.overrides)
+    return cfg
+
+
+def _record_first(
+    out: LadderResult, ladder: LadderConfig, cfg: FinetuneConfig, chosen: FirstRung | None
+) -> None:
+    """``decisions.json``'s ``first_rung``: how the first fine-tuning rung was chosen, the
+    settings it ran with (after any cut to fit the time) and why."""
+    reason = (
+        "first_rung fixed: the top first_unfreeze groups with the fine-tuning settings as "
+        "configured"
+        if chosen is None
+        else chosen.reason
+        if cfg.epochs >= chosen.epochs
+        else f"{chosen.reason}; cut to {cfg.epochs} epochs to fit the time left"
+    )
+    out.first_rung = {
+        "mode": ladder.first_rung,
+        "unfreeze": cfg.unfreeze,
+        "lr_ratio": cfg.lr_ratio,
+        "epochs": cfg.epochs,
+        "patience": cfg.patience,
+        "bn": cfg.bn,
+        "reason": reason,
+    }
+
+
 def _gate(
     ctx: Context,
     decision: Decision,
@@ -261,45 +328,61 @@ def _gate(
 ) -> Decision:
     """The cost model's say on a proposed rung: its expected gain against what validation can
     resolve, then its cost (a floor from the extraction speed; if that fits, a measured probe)
-    against the time left. A refused rung is recorded in ``out.skipped``."""
-    from ..plan import finetune_estimate, predicted_gain
+    against the time left. A domain-chosen first rung that does not fit is cut to the epochs
+    that do (at least :data:`~headstart.strategies.ladder.MIN_EPOCHS`). A refused rung is
+    recorded in ``out.skipped``."""
+    from ..plan import epochs_that_fit, finetune_estimate, predicted_gain
+    from .ladder import MIN_EPOCHS
     from .training import measure_step
 
     assert ctx.val is not None
     best = max(r.val_accuracy for r in rungs)
     verdict = (out.domain or {}).get("verdict")
+    cfg = _rung_config(ft_cfg, decision)
     common: dict[str, Any] = {
         "best_val_accuracy": best,
         "n_val": len(ctx.val),
         "cfg": ladder,
         "expected_gain": predicted_gain(
-            best, verdict, (out.learning_curve or {}).get("slope_per_doubling")
+            best,
+            verdict,
+            (out.learning_curve or {}).get("slope_per_doubling"),
+            whole_network=decision.unfreeze >= len(ctx.backbone.layer_groups()),
         ),
         "budget_s": ctx.budget_s,
     }
     gated = gate(decision, **common)
     left = ctx.time_left()
     if gated.action == "finetune" and left is not None:
-        cfg = copy.deepcopy(ft_cfg)
-        cfg.unfreeze = decision.unfreeze
+        shorten = len(rungs) == 1 and ladder.first_rung == "domain"
         n_train, n_val = len(ctx.train), len(ctx.val)
         # training costs at least a forward and a backward pass (~3 forwards) per example
-        floor = 3 * extract_ms / 1000 * n_train * cfg.epochs
-        if floor > left:
-            gated = gate(decision, **common, estimate_s=floor, time_left_s=left, lower_bound=True)
+        floor = 3 * extract_ms / 1000 * n_train
+        if floor * (min(MIN_EPOCHS, cfg.epochs) if shorten else cfg.epochs) > left:
+            gated = gate(
+                decision,
+                **common,
+                estimate_s=floor * cfg.epochs,
+                time_left_s=left,
+                lower_bound=True,
+            )
         else:
             step_s, eval_ms = measure_step(
                 ctx.backbone, first.probe.to_torch(), ctx.train, cfg, seed=ctx.seed
             )
-            estimate = finetune_estimate(
-                step_s_per_example=step_s,
-                eval_ms_per_example=eval_ms,
-                n_train=n_train,
-                n_val=n_val,
+            cost = {"step_s_per_example": step_s, "eval_ms_per_example": eval_ms}
+            estimate = finetune_estimate(**cost, n_train=n_train, n_val=n_val, epochs=cfg.epochs)
+            left = ctx.time_left() or 0.0
+            fit = epochs_that_fit(**cost, n_train=n_train, n_val=n_val, time_left_s=left)
+            gated = gate(
+                decision,
+                **common,
+                estimate_s=estimate,
+                time_left_s=left,
                 epochs=cfg.epochs,
+                epochs_fit=fit if shorten else None,
             )
-            gated = gate(decision, **common, estimate_s=estimate, time_left_s=ctx.time_left())
-    if gated is not decision:
+    if gated.action != "finetune":
         out.skipped.append(
             {
                 "step": f"fine-tuning the top {decision.unfreeze} groups",

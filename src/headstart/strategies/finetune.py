@@ -17,7 +17,9 @@ PROBE_SIZE = 256
 RUNG_FIELDS = (
     "unfrozen",
     "n_trainable",
+    "lr_ratio",
     "lrs",
+    "epochs",
     "best_epoch",
     "epochs_run",
     "stopped",
@@ -103,7 +105,12 @@ class Finetune:
         Fv = ctx.features(backbone, ctx.val)
         val_proba = head.predict_proba(Fv)
         val = classification_metrics(ctx.val.labels, val_proba, ctx.classes)
-        detail: dict[str, Any] = {**res.to_dict(), "val_metrics": short_metrics(val)}
+        detail: dict[str, Any] = {
+            **res.to_dict(),
+            "lr_ratio": self.config.lr_ratio,  # the rung's own (the ladder may choose it)
+            "epochs": self.config.epochs,  # planned; epochs_run: how many ran
+            "val_metrics": short_metrics(val),
+        }
         if self.measure_forgetting:
             detail["forgetting"] = self._forgetting(pristine, backbone, reference, ctx, Fv)
         tuned = {
