@@ -371,12 +371,20 @@ def test_auto_runs_the_ladder_as_one_strategy_and_the_headline_says_what_a_user_
                     backbone=f"local-dir:{tiny_vision_dir}", progress=False, **FAST)  # fmt: skip
     cells = _cells(res.out)
     auto = cells["auto-f1-seed0"]
-    assert auto["detail"]["chosen"] == "feature extraction"  # 48 images: under the ladder's floor
-    assert auto["detail"]["reasons"][-1].startswith("feature extraction reached")
+    # 48 images: under the ladder's floor, so extraction is the only transfer rung; then the
+    # baseline contends (a random tiny backbone may well lose to pixels)
+    assert auto["detail"]["reasons"][0].startswith("feature extraction reached")
     assert auto["detail"]["rungs"] == ["feature extraction"]
-    # same split, same extraction: auto's kept rung is the extract cell's model
+    chosen = auto["detail"]["chosen"]
+    assert chosen in ("feature extraction", "baseline (pixels+logreg)") or chosen.startswith(
+        "stack"
+    )
+    # same split: auto's kept model is the extract (or baseline) cell's model
     assert auto["split"] == cells["extract-f1-seed0"]["split"]
-    assert auto["test"]["accuracy"] == cells["extract-f1-seed0"]["test"]["accuracy"]
+    if chosen == "feature extraction":
+        assert auto["test"]["accuracy"] == cells["extract-f1-seed0"]["test"]["accuracy"]
+    elif chosen.startswith("baseline"):
+        assert auto["test"]["accuracy"] == cells["baseline-f1-seed0"]["test"]["accuracy"]
     assert res.headline.startswith("With 100% of the labels (48 examples), headstart's default")
     assert "at 1 of 1 label budgets" in res.headline or "at 0 of 1 label budgets" in res.headline
     doc = json.loads((res.out / "curve.json").read_text())
