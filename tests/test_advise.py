@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from headstart.backbones.registry import load_backbone
-from headstart.config import LadderConfig
+from headstart.config import FinetuneConfig, LadderConfig
 from headstart.data.base import Examples, Splits
 from headstart.errors import ConfigError, DataError
 from headstart.selection.advise import (
@@ -36,7 +36,13 @@ from headstart.selection.domain import (
     reference_path,
     source_entropy,
 )
-from headstart.strategies.ladder import Rung, next_step
+from headstart.strategies.ladder import (
+    FAR_LR_RATIO,
+    FAR_MAX_EPOCHS,
+    FAR_STEPS,
+    Rung,
+    next_step,
+)
 from test_rank import stripes
 
 
@@ -321,9 +327,15 @@ def test_advise_measures_and_agrees_with_the_ladder(tiny, tmp_path):
     cfg = LadderConfig(min_examples=50, min_per_class=10, target=1.01)
     big = advise(ex, tiny, sample=80, cache_dir=tmp_path, ladder=cfg, engine="torch")
     assert big.recommendation == "finetune" and big.rule == "enough-data/unknown-domain"
-    assert big.unfreeze == min(cfg.first_unfreeze, big.n_groups)
+    # unknown domain: the first rung trains every group at head LR / 30 (ladder.first_rung)
+    assert big.unfreeze == big.n_groups and big.lr["backbone"] == pytest.approx(1e-3 / 30)
     assert big.ladder["config"]["min_examples"] == 50
-    assert "fine-tuning: start with the top" in big.format()
+    assert f"fine-tuning: start with all {big.n_groups} layer groups" in big.format()
+    # the fixed first rung (explicit flags) is the top first_unfreeze groups
+    fixed = LadderConfig(min_examples=50, min_per_class=10, target=1.01, first_rung="fixed")
+    top = advise(ex, tiny, sample=80, cache_dir=tmp_path, ladder=fixed, engine="torch")
+    assert top.unfreeze == min(fixed.first_unfreeze, top.n_groups) < top.n_groups
+    assert "fine-tuning: start with the top" in top.format()
 
 
 def test_advise_takes_splits_and_rejects_bad_input(tiny, tmp_path):
@@ -433,6 +445,11 @@ def test_acceptance_4_small_near_extracts_large_far_finetunes(mobilenet, tmp_pat
     large_far = load_data("fashion-mnist", train_size=2000, seed=0)
     b = advise(large_far, mobilenet, sample=300, cache_dir=tmp_path)
     assert b.recommendation == "finetune" and b.rule == "enough-data/far-domain", b.reasons
-    assert b.domain["verdict"] == "far" and b.unfreeze == 2 and b.unfreeze_max > b.unfreeze
+    # far: the first rung the ladder will run, every group at head LR / 10 for ~FAR_STEPS
+    # optimiser steps at the fine-tuning batch size, 20 epochs at most
+    assert b.domain["verdict"] == "far" and b.unfreeze == b.unfreeze_max == b.n_groups
+    assert b.lr["backbone"] == pytest.approx(b.lr["head"] / FAR_LR_RATIO)
+    per_epoch = math.ceil(b.facts["n_train"] / FinetuneConfig().batch_size)
+    assert b.compute["epochs"] == min(FAR_MAX_EPOCHS, math.ceil(FAR_STEPS / per_epoch))
     assert b.facts["n_labelled"] == 2000 and b.compute["finetune_s"] > b.compute["extract_s"] > 0
     assert all(math.isfinite(x) for x in b.expected["extract"] + b.expected["finetune"])

@@ -65,7 +65,7 @@ from ..backbones.base import Backbone
 from ..config import LadderConfig
 from ..data.base import Examples, Splits
 from ..errors import ConfigError, DataError
-from ..strategies.ladder import Decision, Rung, next_step
+from ..strategies.ladder import Decision, FirstRung, Rung, first_rung, next_step
 from .domain import DomainReport, domain_distance
 
 __all__ = ["FAR_GAIN_SHARE", "NEAR_GAIN_SHARE", "Advice", "DataFacts", "advise", "decide"]
@@ -136,8 +136,13 @@ class Advice:
         rec = (
             "feature extraction (frozen backbone + linear head)"
             if self.recommendation == "extract"
-            else f"fine-tuning: start with the top {self.unfreeze} of {self.n_groups} layer groups"
+            else (
+                f"fine-tuning: start with all {self.n_groups} layer groups"
+                if self.unfreeze >= self.n_groups
+                else f"fine-tuning: start with the top {self.unfreeze} of {self.n_groups} layer groups"
+            )
             + (f", expect up to {self.unfreeze_max}" if self.unfreeze_max > self.unfreeze else "")
+            + f", backbone LR {self.lr['backbone']:.2g}"
         )
         lines = [f"recommendation: {rec}", f"rule: {self.rule}", "because:"]
         lines += [f"  - {r}" for r in self.reasons]
@@ -187,6 +192,7 @@ def decide(
     budget_s: float | None = None,
     curve_slope: float | None = None,
     cfg: LadderConfig | None = None,
+    first: FirstRung | None = None,
 ) -> tuple[str, str, list[str], Decision]:
     """(recommendation, rule, reasons, the ladder's decision) from measured facts.
 
@@ -211,6 +217,7 @@ def decide(
         cfg=cfg,
         time_left_s=time_left,
         curve_slope=curve_slope,
+        first=first,
     )
     dom = {"near": "near-domain", "far": "far-domain", "unknown": "unknown-domain"}[domain_verdict]
     small = facts.n_labelled < cfg.min_examples or facts.min_class < cfg.min_per_class
@@ -467,9 +474,23 @@ def advise(
     (e_lo, e_hi), e_point, e_how = _extract_estimate(curve, facts.n_train)
 
     n_groups = len(bb.layer_groups())
-    k_first = min(cfg.first_unfreeze, n_groups)
+    first = (
+        first_rung(
+            verdict=dom.verdict,
+            distance=dom.distance,
+            n_train=facts.n_train,
+            batch_size=ft.batch_size * ft.grad_accum,
+            n_groups=n_groups,
+            ladder_cfg=cfg,
+            finetune_cfg=ft,
+        )
+        if cfg.first_rung == "domain" and epochs is None
+        else None
+    )
+    k_first = first.unfreeze if first is not None else min(cfg.first_unfreeze, n_groups)
     step_ms = _train_step_ms(bb, sub, k_first)
-    n_epochs = epochs or ft.epochs
+    n_epochs = epochs or (first.epochs if first is not None else ft.epochs)
+    lr_ratio = first.lr_ratio if first is not None else ft.lr_ratio
     n_extract = facts.n_labelled + facts.n_test
     extract_s = ms * n_extract / 1000.0
     finetune_s = n_epochs * (facts.n_train * step_ms + facts.n_val * ms) / 1000.0
@@ -485,6 +506,7 @@ def advise(
         budget_s=budget_s,
         curve_slope=curve["slope_per_doubling"],
         cfg=cfg,
+        first=first,
     )
     reasons[1:1] = [f"domain ({dom.verdict}): " + r for r in dom.reasons]
     reasons.insert(
@@ -496,7 +518,7 @@ def advise(
 
     share = FAR_GAIN_SHARE if dom.verdict != "near" else NEAR_GAIN_SHARE
     f_lo, f_hi = e_lo, min(1.0, e_hi + share * (1.0 - e_hi))
-    deep = min(n_groups, cfg.first_unfreeze + cfg.step * (cfg.max_rungs - 1))
+    deep = max(k_first, min(n_groups, cfg.first_unfreeze + cfg.step * (cfg.max_rungs - 1)))
     unfreeze_max = deep if dom.verdict == "far" else k_first
     head_lr = ft.lr
     lr_note = (
@@ -542,7 +564,7 @@ def advise(
         n_groups=n_groups,
         lr={
             "head": head_lr,
-            "backbone": head_lr / ft.lr_ratio,
+            "backbone": head_lr / lr_ratio,
             "backbone_range": [head_lr / MAX_RATIO, head_lr / MIN_RATIO],
             "note": lr_note,
         },
@@ -557,7 +579,7 @@ def advise(
             "ladder_max_s": finetune_s * cfg.max_rungs,
             "finetune_how": (
                 f"{n_epochs} epochs x ({facts.n_train:,} training examples at "
-                f"one timed step with the top {k_first} groups unfrozen + "
+                f"one timed step with the top {k_first} of {n_groups} groups unfrozen + "
                 f"{facts.n_val:,} validation examples at the extraction cost)"
             ),
         },
