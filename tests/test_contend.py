@@ -12,7 +12,14 @@ from conftest import text_examples
 from headstart import TransferClassifier
 from headstart.config import LadderConfig
 from headstart.errors import BundleError
-from headstart.strategies.contend import PooledStack, out_of_fold, paired_se, select
+from headstart.strategies.contend import (
+    PooledStack,
+    nll_gain,
+    out_of_fold,
+    paired_se,
+    per_example_nll,
+    select,
+)
 
 
 def test_paired_se_is_the_standard_error_of_the_per_example_differences():
@@ -94,6 +101,69 @@ def test_select_prefers_the_cheaper_baseline_unless_the_stack_beats_it_too():
     s_far[wrong[60:100]] = True  # 40 more than the baseline, none lost
     chosen, why = select({"transfer": t, "baseline": b, "stack": s_far}, noise_z=2.0)
     assert chosen == "stack" and "against baseline" in why
+
+
+def test_nll_gain_is_the_mean_paired_log_loss_difference_and_its_standard_error():
+    y = np.array([0, 1, 1, 0])
+    pa = np.array([[0.9, 0.1], [0.2, 0.8], [0.4, 0.6], [0.7, 0.3]])
+    pb = np.array([[0.6, 0.4], [0.5, 0.5], [0.5, 0.5], [0.5, 0.5]])
+    na, nb = per_example_nll(pa, y), per_example_nll(pb, y)
+    assert np.allclose(na, -np.log([0.9, 0.8, 0.6, 0.7]))
+    gain, se = nll_gain(na, nb)
+    d = nb - na
+    assert gain == pytest.approx(d.mean()) and gain > 0
+    assert se == pytest.approx(d.std() / 2.0)
+
+
+def _nll(correct: np.ndarray, good: float, bad: float) -> np.ndarray:
+    return np.where(correct, good, bad).astype(float)
+
+
+def test_a_stack_no_less_accurate_whose_log_loss_is_lower_beyond_the_noise_is_kept():
+    rng = np.random.default_rng(3)
+    t = _scores(400, 0.85, 2)
+    s = t.copy()
+    s[np.flatnonzero(~t)[:6]] = True  # 6 more right, 2 fewer: inside the accuracy noise
+    s[np.flatnonzero(t)[:2]] = False
+    b = _scores(400, 0.84, 4)
+    nt = _nll(t, 0.30, 1.6) + rng.normal(0, 0.05, 400)
+    ns = nt - 0.05 + rng.normal(0, 0.02, 400)  # a steady gain, measured to ~0.001
+    chosen, why = select({"transfer": t, "baseline": b, "stack": s}, 2.0)
+    assert chosen == "transfer"  # accuracy alone cannot resolve it
+    nll = {"transfer": nt, "baseline": nt + 0.1, "stack": ns}
+    chosen, why = select({"transfer": t, "baseline": b, "stack": s}, 2.0, nll)
+    assert chosen == "stack" and "log-loss" in why and "recalibrated alone" in why
+    # the same log-loss gain, but the stack loses accuracy: not kept
+    worse = t.copy()
+    worse[np.flatnonzero(t)[:2]] = False
+    chosen, _ = select({"transfer": t, "baseline": b, "stack": worse}, 2.0, nll)
+    assert chosen == "transfer"
+    # a gain inside its noise: not kept
+    noisy = {"transfer": nt, "baseline": nt, "stack": nt - 0.01 + rng.normal(0, 1.0, 400)}
+    chosen, _ = select({"transfer": t, "baseline": b, "stack": s}, 2.0, noisy)
+    assert chosen == "transfer"
+
+
+def test_a_stack_that_only_recalibrates_an_overconfident_model_does_not_count():
+    rng = np.random.default_rng(5)
+    n = 500
+    y = rng.integers(0, 3, n)
+    logits = rng.normal(0, 1, (n, 3))
+    logits[np.arange(n), y] += 1.5
+    z = 6 * logits  # overconfident: the right ranking, a temperature far too low
+    p_t = np.exp(z - z.max(1, keepdims=True))
+    p_t /= p_t.sum(1, keepdims=True)
+    p_b = rng.dirichlet(np.ones(3), n)  # a baseline that knows nothing
+    oof = out_of_fold([p_t, p_b], y, 3, seed=0)
+    alone = out_of_fold([p_t], y, 3, seed=0)
+    assert oof is not None and alone is not None
+    correct = {"transfer": p_t.argmax(1) == y, "baseline": p_b.argmax(1) == y}
+    correct["stack"] = oof.argmax(1) == y
+    raw_gain, raw_se = nll_gain(per_example_nll(oof, y), per_example_nll(p_t, y))
+    assert raw_gain > 2 * raw_se  # against the raw model the stack "wins": a temperature
+    nll = {"transfer": per_example_nll(alone, y), "stack": per_example_nll(oof, y)}
+    chosen, why = select(correct, 2.0, nll)
+    assert chosen == "transfer", why
 
 
 def _auto(tiny_text_dir, tmp_path, **ladder):

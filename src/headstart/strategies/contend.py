@@ -14,8 +14,13 @@ fold is scored by a stack that did not see it.
 Which one is kept (:func:`select`): transfer, unless a contender beats it on validation by
 more than ``LadderConfig.noise_z`` **paired** standard errors (the three are scored on the
 same examples, so the noise of a difference is that of the per-example disagreements,
-McNemar's view). When both contenders do, the baseline (one cheap model) is kept unless the
-stack beats it too by the same margin. The final stack is refitted on the whole validation
+McNemar's view). The stack nests each model (a weight at 0), so it also beats one when its
+accuracy is not lower and its cross-validated log-loss is lower than that model's,
+recalibrated alone the same way, by more than ``noise_z`` paired standard errors: log-loss
+is a proper score that resolves a real gain on a few hundred examples where 0/1 accuracy
+cannot, and the recalibrated reference keeps a mere change of temperature from counting.
+When both contenders beat transfer, the baseline (one cheap model) is kept unless the
+stack beats it too. The final stack is refitted on the whole validation
 split; the baseline and the transfer head used at prediction are those the fit keeps
 (refitted on train + validation where they refit), so the stack sees slightly more
 confident inputs than it was fitted on: the usual price of stacking without a third split.
@@ -130,17 +135,58 @@ def _pts(x: float) -> str:
     return f"{100 * x:+.1f} points"
 
 
-def select(correct: dict[str, np.ndarray], noise_z: float) -> tuple[str, str]:
+def nll_gain(nll_a: np.ndarray, nll_b: np.ndarray) -> tuple[float, float]:
+    """(mean log-loss of ``b`` minus that of ``a``, its paired standard error): how much ``a``
+    lowers the per-example negative log-likelihoods ``b`` has on the same examples."""
+    d = np.asarray(nll_b, float) - np.asarray(nll_a, float)
+    n = max(1, len(d))
+    return float(d.mean()), float(d.std()) / math.sqrt(n)
+
+
+def per_example_nll(proba: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``-log p(true class)`` per example, clipped like the stack's inputs."""
+    p = np.asarray(proba, float)[np.arange(len(y)), y]
+    out: np.ndarray = -np.log(np.clip(p, _EPS, 1.0))
+    return out
+
+
+def select(
+    correct: dict[str, np.ndarray],
+    noise_z: float,
+    nll: dict[str, np.ndarray] | None = None,
+) -> tuple[str, str]:
     """Which of ``correct``'s models (``transfer``, ``baseline``, optional ``stack``; per-example
-    0/1 validation scores) to keep, and why: see the module docstring."""
+    0/1 validation scores) to keep, and why: see the module docstring.
+
+    ``nll``: per-example cross-validated log-losses of the stack and of each model
+    recalibrated alone (the stack with the other weight at 0). The stack nests both, so it
+    also beats one when its accuracy is not lower and its log-loss (a proper score, far less
+    noisy than 0/1 accuracy) is lower beyond ``noise_z`` paired standard errors.
+    """
     acc = {k: float(np.mean(v)) for k, v in correct.items()}
 
-    def beats(a: str, b: str) -> bool:
+    def beats_acc(a: str, b: str) -> bool:
         return acc[a] - acc[b] > noise_z * paired_se(correct[a], correct[b])
+
+    def beats_nll(a: str, b: str) -> bool:
+        if nll is None or a not in nll or b not in nll or acc[a] < acc[b]:
+            return False
+        gain, se = nll_gain(nll[a], nll[b])
+        return gain > noise_z * se
+
+    def beats(a: str, b: str) -> bool:
+        return beats_acc(a, b) or (a == "stack" and beats_nll(a, b))
 
     def vs(a: str, b: str) -> str:
         se = paired_se(correct[a], correct[b])
-        return f"{_pts(acc[a] - acc[b])} against {b}, noise {noise_z:g} × {100 * se:.1f} points"
+        said = f"{_pts(acc[a] - acc[b])} against {b}, noise {noise_z:g} × {100 * se:.1f} points"
+        if nll is not None and a in nll and b in nll:
+            gain, lse = nll_gain(nll[a], nll[b])
+            said += (
+                f"; log-loss {nll[a].mean():.3f} against {nll[b].mean():.3f} for {b} "
+                f"recalibrated alone, {-gain:+.3f}, noise {noise_z:g} × {lse:.3f}"
+            )
+        return said
 
     winners = [k for k in ("baseline", "stack") if k in acc and beats(k, "transfer")]
     if not winners:
@@ -247,11 +293,19 @@ def contend(
         )
     else:
         oof = out_of_fold([p_t, p_b], y, n_classes, seed)
+        nll: dict[str, np.ndarray] | None = None
         if oof is not None:
             correct["stack"] = oof.argmax(1) == y
             probas["stack"] = oof
-            details["stack_folds"] = min(STACK_FOLDS, int(np.bincount(y)[np.bincount(y) > 0].min()))
-        chosen, reason = select(correct, cfg.noise_z)
+            counts = np.bincount(y)
+            details["stack_folds"] = min(STACK_FOLDS, int(counts[counts > 0].min()))
+            # each model recalibrated alone, cross-validated the same way: the stack's gain
+            # over these is what the other model adds, not a temperature
+            alone = {k: out_of_fold([p], y, n_classes, seed) for k, p in probas.items()}
+            nll = {k: per_example_nll(p, y) for k, p in alone.items() if p is not None}
+            nll["stack"] = per_example_nll(oof, y)
+            details["val_log_loss"] = {k: round(float(v.mean()), 4) for k, v in nll.items()}
+        chosen, reason = select(correct, cfg.noise_z, nll)
         if chosen == "stack":
             stack = PooledStack.fit([p_t, p_b], y, n_classes)
     return Contest(
