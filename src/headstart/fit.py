@@ -262,6 +262,10 @@ def fit_run(cfg: FitConfig, *, progress: bool = True) -> RunResult:
             metrics["time_budget_s"] = cfg.time_budget_s
         decisions["steps"] = metrics["steps"] = [st.to_dict() for st in budget.steps]
         config_doc["resolved"]["n_test"] = metrics["n_test"]
+        # the test split may have been re-planned after the fit: record what was scored
+        config_doc["data"]["fingerprint"] = {
+            k: v for k, v in splits.fingerprint().items() if v is not None
+        }
         atomic_write_json(out / "config.json", config_doc)
         decisions["budget"] = {
             # null: no limit (standard JSON has no Infinity)
