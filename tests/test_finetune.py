@@ -190,17 +190,15 @@ def test_ladder_keeps_the_cheaper_rung_when_the_lead_is_within_the_noise():
     from headstart.strategies.ladder import choose
 
     rungs = [Rung(0, 0.840, 1.0), Rung(2, 0.870, 9.0), Rung(4, 0.855, 20.0)]
-    keep, why = choose(
-        rungs, n_val=200, cfg=LadderConfig(noise_z=2.0)
-    )  # 2 SE at 0.87, n=200: 4.8 points
+    keep, why = choose(rungs, n_val=200, cfg=LadderConfig())  # 2 SE at 0.87, n=200: 4.8 points
     assert keep.unfreeze == 0 and "within the noise" in why and "feature extraction" in why
-    keep, why = choose(rungs, n_val=5000, cfg=LadderConfig(noise_z=2.0))  # 2 SE: 1.0 point
+    keep, why = choose(rungs, n_val=5000, cfg=LadderConfig())  # 2 SE: 1.0 point
     assert keep.unfreeze == 2 and why is None
     keep, _ = choose(rungs, n_val=200, cfg=LadderConfig(noise_z=0))
     assert keep.unfreeze == 2
     # within the noise of the best, the first (cheapest) qualifying rung wins
     keep, why = choose([Rung(0, 0.80, 1.0), Rung(2, 0.90, 9.0), Rung(4, 0.91, 20.0)], n_val=1000,
-                       cfg=LadderConfig(noise_z=2.0))  # fmt: skip
+                       cfg=LadderConfig())  # fmt: skip
     assert keep.unfreeze == 2 and "top 4" in why
 
 

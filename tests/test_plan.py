@@ -49,7 +49,7 @@ def test_a_rung_over_budget_is_skipped_with_its_stated_cost():
 
 
 def test_a_rung_the_validation_split_cannot_resolve_is_skipped_before_it_costs_anything():
-    cfg = LadderConfig(noise_z=2.0)
+    cfg = LadderConfig()
     margin = resolvable_gain(0.84, 200, cfg.noise_z)
     assert margin == pytest.approx(2 * math.sqrt(0.84 * 0.16 / 200))
     d = gate(_rung(), best_val_accuracy=0.84, n_val=200, cfg=cfg,

@@ -270,21 +270,13 @@ class LadderConfig(Section):
     step: int = opt(2, "groups each further rung unfreezes")
     max_rungs: int = opt(3, "fine-tuning rungs at most", check=_POS_INT)
     noise_z: float = opt(
-        1.0,
-        "keep the cheapest rung within this many (paired) standard errors of the best: the "
-        "one-standard-error rule of model selection",
-        check=_NON_NEG,
+        2.0, "keep the cheapest rung within this many standard errors of the best", check=_NON_NEG
     )
     contend: bool = opt(
         True,
         "pit the non-transfer baseline (and, where it comes close, a stack of it with transfer) "
         "against the chosen transfer model on validation; keep one only when it wins beyond "
         "the noise",
-    )
-    contend_z: float = opt(
-        2.0,
-        "paired standard errors by which the baseline or the stack must beat transfer to be kept",
-        check=_NON_NEG,
     )
 
     @classmethod

@@ -12,7 +12,7 @@ two train-only models by stratified k-fold cross-validation (:data:`STACK_FOLDS`
 fold is scored by a stack that did not see it.
 
 Which one is kept (:func:`select`): transfer, unless a contender beats it on validation by
-more than ``LadderConfig.contend_z`` **paired** standard errors (the three are scored on the
+more than ``LadderConfig.noise_z`` **paired** standard errors (the three are scored on the
 same examples, so the noise of a difference is that of the per-example disagreements,
 McNemar's view). The stack nests each model (a weight at 0), so it also beats one when its
 accuracy is not lower and its cross-validated log-loss is lower than that model's,
@@ -278,7 +278,7 @@ def contend(
     p_b = np.asarray(baseline.val_proba, float)
     correct = {"transfer": p_t.argmax(1) == y, "baseline": p_b.argmax(1) == y}
     acc_t, acc_b = float(correct["transfer"].mean()), float(correct["baseline"].mean())
-    margin = cfg.contend_z * val_resolution(acc_t, len(y))
+    margin = cfg.noise_z * val_resolution(acc_t, len(y))
     stack: PooledStack | None = None
     probas = {"transfer": p_t, "baseline": p_b}
     details: dict[str, Any] = {}
@@ -305,7 +305,7 @@ def contend(
             nll = {k: per_example_nll(p, y) for k, p in alone.items() if p is not None}
             nll["stack"] = per_example_nll(oof, y)
             details["val_log_loss"] = {k: round(float(v.mean()), 4) for k, v in nll.items()}
-        chosen, reason = select(correct, cfg.contend_z, nll)
+        chosen, reason = select(correct, cfg.noise_z, nll)
         if chosen == "stack":
             stack = PooledStack.fit([p_t, p_b], y, n_classes)
     return Contest(
