@@ -105,6 +105,12 @@ def test_the_test_split_is_subsampled_only_when_it_would_dominate_the_budget():
     # never below MIN_TEST, however slow the backbone
     assert plan_test_size(10_000, 500.0, 60.0)[0] == MIN_TEST
     assert plan_test_size(MIN_TEST - 100, 500.0, 60.0) == (MIN_TEST - 100, None)
+    # after the fit the share no longer keeps time for training: only the time left counts
+    # (10,000 at 12 ms: 120 s; 35 % of a 300 s budget is 105 s)
+    assert plan_test_size(10_000, 12.0, 300.0, time_left_s=150.0)[0] < 10_000
+    assert plan_test_size(10_000, 12.0, 300.0, time_left_s=150.0, share=1.0) == (10_000, None)
+    n, why = plan_test_size(10_000, 12.0, 300.0, time_left_s=60.0, share=1.0)
+    assert n == 5_000 and "60 s" in why
 
 
 def test_measured_speed_counts_only_computed_extractions():

@@ -181,11 +181,13 @@ def fit_run(cfg: FitConfig, *, progress: bool = True) -> RunResult:
     fit_s = time.perf_counter() - t0
     decisions = clf.decisions_
     measured = measured_ms([e for e in clf.extraction_log_ if e["backbone"] == "pretrained"])
-    if measured is not None and full_test is not None:
-        # the fit's own extraction measured the speed better than the probe: plan again
-        ms = measured
+    if full_test is not None and (measured is not None or test_note is not None):
+        # plan again with what is known now: the speed the fit's own extraction measured
+        # (better than the probe's), and the time actually left, all of which the test split
+        # may use now that training is over
+        ms = measured if measured is not None else ms
         splits.test, test_note = _plan_test(
-            cfg, full_test, ms, budget.total_s, budget.left() - TAIL_S
+            cfg, full_test, ms, budget.total_s, budget.left() - TAIL_S, share=1.0
         )
     if test_note is not None:
         log.info("test split: %s", test_note["reason"])
@@ -292,17 +294,23 @@ def _plan_test(
     ms: float,
     budget_s: float,
     time_left_s: float | None = None,
+    share: float | None = None,
 ) -> tuple[Examples | None, dict[str, Any] | None]:
     """The test examples to score: a stated stratified subset when scoring all of them would
     dominate the budget (:func:`headstart.plan.plan_test_size`), else all of them."""
     from .data.split import stratified_subset
-    from .plan import plan_test_size
+    from .plan import TEST_SHARE, plan_test_size
 
     if test is None:
         return None, None
     n_all = len(test)
     n, why = plan_test_size(
-        n_all, ms, budget_s, requested=cfg.data.test_size, time_left_s=time_left_s
+        n_all,
+        ms,
+        budget_s,
+        requested=cfg.data.test_size,
+        time_left_s=time_left_s,
+        share=TEST_SHARE if share is None else share,
     )
     if why is None:
         return test, None

@@ -148,19 +148,22 @@ def plan_test_size(
     *,
     requested: int | str = "auto",
     time_left_s: float | None = None,
+    share: float = TEST_SHARE,
 ) -> tuple[int, str | None]:
     """How many test examples to score, and why when it is fewer than all of them.
 
     ``requested`` is ``"all"``, ``"auto"`` or a number (``--test-size``). Under ``"auto"``
-    the split is subsampled only when scoring it would take more than :data:`TEST_SHARE` of
-    the budget (or more than ``time_left_s``), and never below :data:`MIN_TEST` (or the split).
+    the split is subsampled only when scoring it would take more than ``share`` of the
+    budget (:data:`TEST_SHARE` before the fit, which keeps time for training; 1 after it,
+    when only the time left counts) or more than ``time_left_s``, and never below
+    :data:`MIN_TEST` (or the split).
     """
     if requested == "all" or not math.isfinite(budget_s):
         return n_test, None
     if isinstance(requested, int):
         return min(n_test, requested), None
     cost = n_test * ms_per_example / 1000
-    allowed = TEST_SHARE * budget_s
+    allowed = share * budget_s
     if time_left_s is not None:
         allowed = min(allowed, max(0.0, time_left_s))
     if cost <= allowed:
