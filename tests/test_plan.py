@@ -207,3 +207,17 @@ def test_the_ladder_measures_a_rung_and_skips_it_when_it_does_not_fit(tiny_visio
     fed = _auto(tiny_vision_dir, tmp_path, 600.0)
     assert [r["unfreeze"] for r in fed.decisions_["rungs"]] == [0, 2]
     assert "skipped" not in fed.decisions_
+
+
+def test_a_requested_test_size_counts_whole_in_the_backbone_choice():
+    from headstart.data.base import Examples, Splits
+    from headstart.selection.budgeted import test_in_job
+
+    def ex(n):
+        return Examples("text", [f"text {i}" for i in range(n)], np.arange(n) % 2, ["a", "b"])
+
+    splits = Splits(ex(100), ex(20), ex(5000), ["a", "b"])
+    assert test_in_job(splits, "auto") == MIN_TEST  # the planner may cut it to this
+    assert test_in_job(splits, 5000) == 5000  # asked for: scored whatever the budget
+    assert test_in_job(splits, "all") == 5000
+    assert test_in_job(Splits(ex(100), ex(20), None, ["a", "b"]), 7) == 0

@@ -29,7 +29,7 @@ from ..plan import (
 )
 from .cost import measure_cost
 
-__all__ = ["choose_within_budget", "probe_speed"]
+__all__ = ["choose_within_budget", "probe_speed", "test_in_job"]
 
 log = logging.getLogger("headstart")
 
@@ -43,6 +43,14 @@ def probe_speed(backbone: Any, cfg: FitConfig, splits: Splits) -> float:
         batch_size=cfg.extract.batch_size,
         n=32,
     )
+
+
+def test_in_job(splits: Splits, requested: int | str) -> int:
+    """Test examples a backbone's extraction of the whole job must count: all of them when
+    ``--test-size`` names a number (or ``all``: the user asked for them, and they are scored
+    whatever the budget), else the :data:`MIN_TEST` the planner never goes below."""
+    n_test = len(splits.test) if splits.test is not None else 0
+    return n_test if requested != "auto" else min(n_test, MIN_TEST)
 
 
 def choose_within_budget(
@@ -107,8 +115,7 @@ def choose_within_budget(
             if name == default
             else estimate_ms(d_ms, d_flops, GFLOPS.get(name), size or 1, pre or 1)
         )
-    n_test = len(splits.test) if splits.test is not None else 0
-    n_job = len(splits.train) + len(splits.val) + min(n_test, MIN_TEST)
+    n_job = len(splits.train) + len(splits.val) + test_in_job(splits, cfg.data.test_size)
     sample = min(bb.rank_sample, len(splits.train))
     to_rank, steps = plan_ranking(
         estimates, default=default, n_job=n_job, sample=sample, budget_s=budget.left()
