@@ -301,7 +301,9 @@ def contend(
             details["stack_folds"] = min(STACK_FOLDS, int(counts[counts > 0].min()))
             # each model recalibrated alone, cross-validated the same way: the stack's gain
             # over these is what the other model adds, not a temperature
-            alone = {k: out_of_fold([p], y, n_classes, seed) for k, p in probas.items()}
+            alone = {
+                k: out_of_fold([probas[k]], y, n_classes, seed) for k in ("transfer", "baseline")
+            }
             nll = {k: per_example_nll(p, y) for k, p in alone.items() if p is not None}
             nll["stack"] = per_example_nll(oof, y)
             details["val_log_loss"] = {k: round(float(v.mean()), 4) for k, v in nll.items()}
