@@ -186,9 +186,13 @@ def fit_run(cfg: FitConfig, *, progress: bool = True) -> RunResult:
         # (better than the probe's), and the time actually left, all of which the test split
         # may use now that training is over
         ms = measured if measured is not None else ms
+        planned_test = splits.test
         splits.test, test_note = _plan_test(
             cfg, full_test, ms, budget.total_s, budget.left() - TAIL_S, share=1.0
         )
+        if splits.test is not None and len(splits.test) != len(planned_test or ()):
+            # config.json records the test split actually scored (hashed once more only here)
+            fingerprints["test"] = splits.test.fingerprint()
     if test_note is not None:
         log.info("test split: %s", test_note["reason"])
         budget.add(
@@ -264,10 +268,6 @@ def fit_run(cfg: FitConfig, *, progress: bool = True) -> RunResult:
             metrics["time_budget_s"] = cfg.time_budget_s
         decisions["steps"] = metrics["steps"] = [st.to_dict() for st in budget.steps]
         config_doc["resolved"]["n_test"] = metrics["n_test"]
-        # the test split may have been re-planned after the fit: record what was scored
-        config_doc["data"]["fingerprint"] = {
-            k: v for k, v in splits.fingerprint().items() if v is not None
-        }
         atomic_write_json(out / "config.json", config_doc)
         decisions["budget"] = {
             # null: no limit (standard JSON has no Infinity)
