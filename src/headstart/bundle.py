@@ -95,8 +95,9 @@ def write_bundle(
     default) bundles only a backbone read from a local folder, whose path means nothing
     elsewhere; ``False`` with such a backbone is refused. ``contest``
     (:class:`~headstart.strategies.contend.Contest`): ``auto`` kept the non-transfer
-    baseline or the stack; the baseline is saved in ``contender/`` and the choice (with the
-    stack's weights) in ``headstart.json``'s ``contender``.
+    baseline or the stack; the baseline is saved in ``contender/`` (the stack's other
+    non-transfer models, such as the small CNN, in ``contender/other-<i>/``) and the choice
+    (with the stack's weights) in ``headstart.json``'s ``contender``.
     """
     from safetensors.numpy import save_file
 
@@ -132,6 +133,8 @@ def write_bundle(
             from .baselines import save_baseline
 
             save_baseline(contest.baseline, tmp / CONTENDER_DIR)
+            for i, other in enumerate(contest.others):
+                save_baseline(other, tmp / CONTENDER_DIR / f"{OTHER_PREFIX}{i}")
         meta = {
             "format": BUNDLE_FORMAT,
             "kind": KIND_CLASSIFICATION,
@@ -247,6 +250,8 @@ def read_bundle(path: Path, *, trusted_paths: Sequence[str | os.PathLike[str]] =
 
 #: The folder of a bundle that holds the kept non-transfer baseline.
 CONTENDER_DIR = "contender"
+#: Sub-folders of ``contender/`` holding the stack's other non-transfer models, in order.
+OTHER_PREFIX = "other-"
 
 
 def _read_contest(path: Path, meta: dict[str, Any]) -> Any:
@@ -273,20 +278,34 @@ def _read_contest(path: Path, meta: dict[str, Any]) -> Any:
             f"{folder}: the baseline's classes differ from the bundle's ({meta['classes'][:5]}). "
             f"{FIX}"
         )
+    names = d.get("others", [])
+    if not isinstance(names, list) or not all(isinstance(x, str) for x in names):
+        raise BundleError(f"{where}: 'contender.others' must be a list of baseline names. {FIX}")
+    others = []
+    for i, name in enumerate(names):
+        sub = folder / f"{OTHER_PREFIX}{i}"  # inside the bundle: checked with `folder`
+        other = load_baseline(sub)
+        if other.name != name or list(other.classes) != list(meta["classes"]):
+            raise BundleError(
+                f"{sub}: holds {other.name!r} for classes {other.classes[:5]}, not the {name!r} "
+                f"for the bundle's classes that headstart.json names. {FIX}"
+            )
+        others.append(other)
     n = len(meta["classes"])
     stack = d.get("stack")
     if d["chosen"] == "stack":
         ok = (
             isinstance(stack, dict)
-            and len(stack.get("weights", [])) == 2
+            and len(stack.get("weights", [])) == 2 + len(others)
             and len(stack.get("bias", [])) == n
             and all(isinstance(v, (int, float)) for v in [*stack["weights"], *stack["bias"]])
         )
         if not ok:
             raise BundleError(
-                f"{where}: the stack needs 2 model weights and {n} class biases (numbers). {FIX}"
+                f"{where}: the stack needs {2 + len(others)} model weights and {n} class biases "
+                f"(numbers). {FIX}"
             )
-    return Contest.from_dict(d, baseline)
+    return Contest.from_dict(d, baseline, others)
 
 
 def _read_head(path: Path, meta: dict[str, Any]) -> Any:

@@ -278,6 +278,11 @@ class LadderConfig(Section):
         "against the chosen transfer model on validation; keep one only when it wins beyond "
         "the noise",
     )
+    contend_cnn: bool = opt(
+        True,
+        "images: also train the small CNN from scratch as a contender (and in the stack) when "
+        "its measured cost fits half the time left after extraction",
+    )
 
     @classmethod
     def from_overrides(cls, overrides: list[str] | None) -> LadderConfig:

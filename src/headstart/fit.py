@@ -357,6 +357,10 @@ def _record_steps(
         budget.add(Step(sk["step"], "skipped", sk["reason"], estimated_s=est,
                         expected_gain=sk.get("expected_gain"), flag=flag))  # fmt: skip
     other = fit_s - t["features_s"] - t["head_s"] - t["finetune_s"]
+    contender = decisions.get("contender") or {}
+    for name, secs in (contender.get("scratch_seconds") or {}).items():
+        budget.add(Step(f"{name} contender", "ran", "trained from scratch", seconds=secs))
+        other -= secs
     if other > 0.5:
         budget.add(Step("ladder checks", "ran", "learning curve, domain, cost probes",
                         seconds=round(other, 2)))  # fmt: skip

@@ -136,10 +136,59 @@ class SmallCNN:
         self.patience = patience
         self.seed = seed
 
+    def schedule(self, n_train: int) -> tuple[int, int, int]:
+        """(epochs, patience, steps per epoch) a training set of ``n_train`` runs at most."""
+        steps_per_epoch = math.ceil(n_train / self.batch_size)
+        epochs, patience = stretch_epochs(
+            self.epochs, self.patience, self.min_steps, steps_per_epoch
+        )
+        return epochs, patience, steps_per_epoch
+
+    def measure_step(self, xt: Any, y_train: np.ndarray, n_classes: int, steps: int = 3) -> float:
+        """Seconds per optimiser step (one batch forward and backward, augmentation included)
+        on a fresh network, after one warm-up step: what :meth:`fit` will pay per step."""
+        import torch
+        from torch import nn
+
+        torch.manual_seed(self.seed)
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        saved = getattr(self, "device_", None)
+        self.device_ = device
+        model = self._build(xt, n_classes).to(device)
+        opt = torch.optim.AdamW(model.parameters(), lr=self.lr)
+        gen = torch.Generator().manual_seed(self.seed)
+        yt = torch.as_tensor(y_train)
+        n = min(self.batch_size, len(yt))
+        times = []
+        for _ in range(steps + 1):
+            t0 = time.perf_counter()
+            b = torch.randint(0, len(yt), (n,), generator=gen)
+            loss = nn.functional.cross_entropy(
+                model(self._prep(self._augment(xt[b], gen))), yt[b].to(device)
+            )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            times.append(time.perf_counter() - t0)
+        if saved is not None:
+            self.device_ = saved
+        return float(np.median(times[1:]))
+
     def fit(
-        self, xt: Any, y_train: np.ndarray, xv: Any, y_val: np.ndarray, n_classes: int
+        self,
+        xt: Any,
+        y_train: np.ndarray,
+        xv: Any,
+        y_val: np.ndarray,
+        n_classes: int,
+        *,
+        deadline: float | None = None,
     ) -> SmallCNN:
-        """Train on uint8 pixels ``(N, C, H, W)`` (see :func:`image_pixels`) and class indices."""
+        """Train on uint8 pixels ``(N, C, H, W)`` (see :func:`image_pixels`) and class indices.
+
+        ``deadline``: a ``time.perf_counter()`` value after which no new epoch starts (the best
+        epoch so far is kept, ``stopped_early_`` says so).
+        """
         import torch
         from torch import nn
         from transformers import get_cosine_schedule_with_warmup
@@ -148,10 +197,7 @@ class SmallCNN:
         self.device_ = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         yt = torch.as_tensor(y_train)
         self.model_ = self._build(xt, n_classes).to(self.device_)
-        steps_per_epoch = math.ceil(len(yt) / self.batch_size)
-        epochs, patience = stretch_epochs(
-            self.epochs, self.patience, self.min_steps, steps_per_epoch
-        )
+        epochs, patience, steps_per_epoch = self.schedule(len(yt))
         total = epochs * steps_per_epoch
         opt = torch.optim.AdamW(self.model_.parameters(), lr=self.lr, weight_decay=5e-4)
         # the schedule every headstart training loop uses: linear warm-up (5 %), cosine to 0
@@ -160,7 +206,11 @@ class SmallCNN:
         loss_fn = nn.CrossEntropyLoss()
         best: tuple[float, float] = (-1.0, float("inf"))
         best_state, bad, self.history_ = None, 0, []
+        self.stopped_early_ = False
         for epoch in range(epochs):
+            if deadline is not None and epoch and time.perf_counter() > deadline:
+                self.stopped_early_ = True
+                break
             t0 = time.perf_counter()
             self.model_.train()
             order = torch.randperm(len(yt), generator=gen)

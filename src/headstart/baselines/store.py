@@ -23,6 +23,7 @@ import numpy as np
 
 from headstart._io import atomic_write_bytes, atomic_write_json, sha256_file
 from headstart.baselines.linear import BASELINE_FORMAT, Baseline
+from headstart.baselines.scratch import CNN_NAME, ScratchCNN
 from headstart.errors import BundleError, ConfigError
 
 __all__ = ["ARRAYS_FILE", "META_FILE", "load_baseline", "save_baseline"]
@@ -51,7 +52,7 @@ def _storable(name: str, a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
-def save_baseline(baseline: Baseline, folder: Path) -> None:
+def save_baseline(baseline: Baseline | ScratchCNN, folder: Path) -> None:
     """Write `baseline` to ``folder/baseline.json`` and ``folder/baseline.safetensors``
     (the folder is created if needed; existing files are replaced atomically)."""
     from safetensors.numpy import save
@@ -125,7 +126,7 @@ def _read_arrays(path: Path, expected_sha256: Any, meta_path: Path) -> dict[str,
     return arrays
 
 
-def load_baseline(folder: Path) -> Baseline:
+def load_baseline(folder: Path) -> Baseline | ScratchCNN:
     """The baseline :func:`save_baseline` wrote to `folder`, checked before it is built.
 
     Raises BundleError when a file is missing, damaged, of an unknown format, or when the
@@ -142,6 +143,8 @@ def load_baseline(folder: Path) -> Baseline:
     meta = _read_meta(meta_path)
     arrays = _read_arrays(arrays_path, meta.pop("arrays_sha256", None), meta_path)
     try:
+        if meta.get("name") == CNN_NAME:
+            return ScratchCNN.from_state(meta, arrays)
         return Baseline.from_state(meta, arrays)
     except (ConfigError, KeyError, TypeError, ValueError) as exc:
         raise BundleError(f"{arrays_path} does not match {meta_path}: {exc} {_FIX}") from exc

@@ -172,6 +172,8 @@ def run_strategy(
     if strategy == "auto":
         out.learning_curve = learning_curve(ctx, ctx.seed)
         out.domain = _domain(ctx)
+    # the cheap contender before the expensive rungs, so they plan with the time really left
+    scratch = _scratch_contender(ctx, ladder, out) if strategy == "auto" else []
     counts = ctx.train.class_counts() + ctx.val.class_counts()
     chosen_first = _first_rung(ladder, ft_cfg, out, ctx, n_groups) if strategy == "auto" else None
     while True:
@@ -230,7 +232,7 @@ def run_strategy(
             out.reasons.append(why)
         out.chosen = results[rungs.index(best)]
     if strategy == "auto" and ladder.contend:
-        out.contest = _contend(ctx, out.chosen, ladder)
+        out.contest = _contend(ctx, out.chosen, ladder, scratch)
         if out.contest is not None:
             out.reasons.append(out.contest.reason)
             if ctx.progress:
@@ -238,7 +240,9 @@ def run_strategy(
     return out
 
 
-def _contend(ctx: Context, chosen: StrategyResult, ladder: LadderConfig) -> Contest | None:
+def _contend(
+    ctx: Context, chosen: StrategyResult, ladder: LadderConfig, extra: list[Any]
+) -> Contest | None:
     """The baseline (and the stack) against the chosen transfer model; None where the
     modality has no baseline or the splits cannot train one."""
     from ..errors import HeadstartError
@@ -246,10 +250,49 @@ def _contend(ctx: Context, chosen: StrategyResult, ladder: LadderConfig) -> Cont
     if ctx.val is None or chosen.val_proba is None or ctx.train.modality == "features":
         return None
     try:
-        return contend(ctx.train, ctx.val, chosen.val_proba, ladder, seed=ctx.seed)
+        return contend(ctx.train, ctx.val, chosen.val_proba, ladder, seed=ctx.seed, extra=extra)
     except HeadstartError as exc:  # no baseline for this data: transfer stands alone
         log.info("no baseline contender: %s", exc)
         return None
+
+
+def _scratch_contender(ctx: Context, ladder: LadderConfig, out: LadderResult) -> list[Any]:
+    """Images: the small CNN from scratch, priced by a measured step and trained when it fits
+    :data:`~headstart.baselines.scratch.CNN_SHARE` of the time left (``[]`` otherwise, the
+    skip recorded in ``out.skipped`` with the budget that runs it)."""
+    from ..baselines.scratch import CNN_SHARE, fit_cnn, plan_cnn
+    from ..errors import HeadstartError
+
+    if not (ladder.contend and ladder.contend_cnn) or ctx.val is None:
+        return []
+    if ctx.train.modality != "image":
+        return []
+    try:
+        plan = plan_cnn(ctx.train, ctx.val, seed=ctx.seed, time_left_s=ctx.time_left())
+        if not plan.run:
+            out.reasons.append(plan.reason)
+            out.skipped.append(
+                {
+                    "step": "the small CNN contender",
+                    "reason": plan.reason,
+                    "estimated_s": round(plan.estimate_s, 1),
+                    "expected_gain": None,
+                    "flag": f"--time-budget {plan.estimate_s / CNN_SHARE:.0f}s",
+                }
+            )
+            return []
+        left = ctx.time_left()
+        cnn = fit_cnn(
+            ctx.train, ctx.val, plan, seed=ctx.seed,
+            deadline=None if left is None else time.perf_counter() + CNN_SHARE * left,
+        )  # fmt: skip
+    except HeadstartError as exc:  # images a small CNN cannot read: pixels only
+        log.info("no CNN contender: %s", exc)
+        return []
+    out.reasons.append(f"{plan.reason}; trained in {cnn.fit_seconds:.0f} s: {cnn.describe()}")
+    if ctx.progress:
+        log.info("contender: %s", out.reasons[-1])
+    return [cnn]
 
 
 def _domain(ctx: Context) -> dict[str, Any] | None:

@@ -154,6 +154,8 @@ def select(
     correct: dict[str, np.ndarray],
     noise_z: float,
     nll: dict[str, np.ndarray] | None = None,
+    stack_of: str = "transfer and the baseline",
+    baseline_name: str = "",
 ) -> tuple[str, str]:
     """Which of ``correct``'s models (``transfer``, ``baseline``, optional ``stack``; per-example
     0/1 validation scores) to keep, and why: see the module docstring.
@@ -197,13 +199,14 @@ def select(
         )
     if winners == ["stack"] or (len(winners) == 2 and beats("stack", "baseline")):
         return "stack", (
-            f"the stack of transfer and the baseline reached {acc['stack']:.3f} on validation "
+            f"the stack of {stack_of} reached {acc['stack']:.3f} on validation "
             f"(cross-validated; {vs('stack', 'transfer')}"
             + (f"; {vs('stack', 'baseline')}" if len(winners) == 2 else "")
             + "): kept the stack, since transfer alone did not pay as much"
         )
     return "baseline", (
-        f"the non-transfer baseline reached {acc['baseline']:.3f} on validation "
+        f"the non-transfer baseline{f' ({baseline_name})' if baseline_name else ''} reached "
+        f"{acc['baseline']:.3f} on validation "
         f"({vs('baseline', 'transfer')}): transfer alone did not pay, kept the baseline"
     )
 
@@ -213,13 +216,21 @@ class Contest:
     """The outcome: which predictor is kept, the fitted baseline and stack, and why."""
 
     chosen: str
-    baseline: Any  # headstart.baselines.Baseline
+    baseline: Any  # headstart.baselines.Baseline or ScratchCNN: the best single contender
     stack: PooledStack | None
     val_accuracy: dict[str, float]
     reason: str
     val_proba: np.ndarray | None = None
     seconds: float = 0.0
     details: dict[str, Any] = field(default_factory=dict)
+    #: the other non-transfer models in the stack, after ``baseline`` (its inputs are
+    #: ``[transfer, baseline, *others]``): the small CNN beside pixels + logistic regression
+    others: list[Any] = field(default_factory=list)
+
+    @property
+    def baselines(self) -> list[Any]:
+        """Every non-transfer model, in the stack's order (the best single one first)."""
+        return [self.baseline, *self.others]
 
     @property
     def needs_transfer(self) -> bool:
@@ -235,7 +246,8 @@ class Contest:
         if self.chosen == "baseline":
             return base
         assert self.stack is not None and transfer_proba is not None
-        return self.stack.predict_proba([transfer_proba, base])
+        rest = [np.asarray(b.predict_proba(examples), float) for b in self.others]
+        return self.stack.predict_proba([transfer_proba, base, *rest])
 
     def to_dict(self) -> dict[str, Any]:
         """For ``decisions.json`` and the bundle's ``headstart.json``."""
@@ -243,6 +255,7 @@ class Contest:
             "chosen": self.chosen,
             "reason": self.reason,
             "baseline": self.baseline.name,
+            "others": [b.name for b in self.others],
             "val_accuracy": dict(self.val_accuracy),
             "stack": None if self.stack is None else self.stack.to_dict(),
             "seconds": round(self.seconds, 3),
@@ -250,9 +263,14 @@ class Contest:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], baseline: Any) -> Contest:
+    def from_dict(
+        cls, d: dict[str, Any], baseline: Any, others: list[Any] | None = None
+    ) -> Contest:
         stack = None if d.get("stack") is None else PooledStack.from_dict(d["stack"])
-        return cls(d["chosen"], baseline, stack, dict(d.get("val_accuracy", {})), d["reason"])
+        return cls(
+            d["chosen"], baseline, stack, dict(d.get("val_accuracy", {})), d["reason"],
+            others=list(others or []),
+        )  # fmt: skip
 
 
 def contend(
@@ -262,9 +280,15 @@ def contend(
     cfg: LadderConfig,
     *,
     seed: int = 0,
+    extra: list[Any] | None = None,
 ) -> Contest:
     """Fit the baseline on ``train``, compare it (and, where it is close, the stack) with the
-    transfer model's validation probabilities; see the module docstring."""
+    transfer model's validation probabilities; see the module docstring.
+
+    ``extra``: other non-transfer models already fitted on ``train`` (with ``val_proba`` on
+    ``val``; ``auto`` passes the small CNN for images). The best single one on validation
+    accuracy (ties: the cheaper linear baseline) is "the baseline"; the stack takes them all.
+    """
     import time
 
     from ..baselines import fit_baseline
@@ -273,15 +297,26 @@ def contend(
     t0 = time.perf_counter()
     n_classes = len(train.classes)
     y = val.labels
-    baseline = fit_baseline(train, val)
+    fitted = [fit_baseline(train, val), *(extra or [])]
+    accs = [float(np.mean(np.asarray(b.val_proba).argmax(1) == y)) for b in fitted]
+    ranked = [fitted[i] for i in sorted(range(len(fitted)), key=lambda i: (-accs[i], i))]
+    baseline, others = ranked[0], ranked[1:]
     p_t = np.asarray(transfer_val_proba, float)
     p_b = np.asarray(baseline.val_proba, float)
+    p_o = [np.asarray(b.val_proba, float) for b in others]
     correct = {"transfer": p_t.argmax(1) == y, "baseline": p_b.argmax(1) == y}
     acc_t, acc_b = float(correct["transfer"].mean()), float(correct["baseline"].mean())
     margin = cfg.noise_z * val_resolution(acc_t, len(y))
     stack: PooledStack | None = None
     probas = {"transfer": p_t, "baseline": p_b}
     details: dict[str, Any] = {}
+    if others:
+        details["baselines_val_accuracy"] = {
+            b.name: round(a, 4) for b, a in zip(fitted, accs, strict=True)
+        }
+    if extra:
+        details["scratch_seconds"] = {b.name: round(float(b.fit_seconds), 2) for b in extra}
+    stack_of = " + ".join(["transfer", *(b.name for b in ranked)])
     if acc_b < acc_t - margin:
         chosen, reason = (
             "transfer",
@@ -292,7 +327,7 @@ def contend(
             ),
         )
     else:
-        oof = out_of_fold([p_t, p_b], y, n_classes, seed)
+        oof = out_of_fold([p_t, p_b, *p_o], y, n_classes, seed)
         nll: dict[str, np.ndarray] | None = None
         if oof is not None:
             correct["stack"] = oof.argmax(1) == y
@@ -307,9 +342,11 @@ def contend(
             nll = {k: per_example_nll(p, y) for k, p in alone.items() if p is not None}
             nll["stack"] = per_example_nll(oof, y)
             details["val_log_loss"] = {k: round(float(v.mean()), 4) for k, v in nll.items()}
-        chosen, reason = select(correct, cfg.noise_z, nll)
+        chosen, reason = select(
+            correct, cfg.noise_z, nll, stack_of=stack_of, baseline_name=baseline.name
+        )
         if chosen == "stack":
-            stack = PooledStack.fit([p_t, p_b], y, n_classes)
+            stack = PooledStack.fit([p_t, p_b, *p_o], y, n_classes)
     return Contest(
         chosen,
         baseline,
@@ -319,4 +356,5 @@ def contend(
         val_proba=probas[chosen],
         seconds=time.perf_counter() - t0,
         details=details,
+        others=others,
     )
