@@ -24,7 +24,7 @@ from safetensors.numpy import load_file, save_file
 from headstart.baselines import Baseline, fit_baseline, load_baseline, save_baseline
 from headstart.baselines.store import ARRAYS_FILE, META_FILE
 from headstart.data.base import Examples
-from headstart.errors import BundleError, ConfigError
+from headstart.errors import BundleError, ConfigError, DataError
 
 SR = 16000
 
@@ -369,3 +369,60 @@ def test_from_state_raises_config_error(text_baseline: Baseline) -> None:
         Baseline.from_state({**meta, "format": 7}, arrays)
     with pytest.raises(ConfigError, match="lack"):
         Baseline.from_state(meta, {k: v for k, v in arrays.items() if k != "model.coef"})
+
+
+# ---------------------------------------------------------------------------- the small CNN
+
+
+@pytest.fixture(scope="module")
+def cnn_baseline():
+    from conftest import bar_images
+    from headstart.baselines.scratch import fit_cnn, plan_cnn
+
+    train, val = bar_images(120, seed=0), bar_images(40, seed=1)
+    return fit_cnn(train, val, plan_cnn(train, val), seed=0)
+
+
+def test_cnn_baseline_round_trip(tmp_path: Path, cnn_baseline) -> None:
+    from conftest import bar_images
+
+    test = bar_images(50, seed=2)
+    save_baseline(cnn_baseline, tmp_path / "cnn")
+    loaded = load_baseline(tmp_path / "cnn")
+    assert loaded.name == "small-cnn" and loaded.side == 16 and loaded.in_channels == 1
+    assert np.array_equal(loaded.predict_proba(test), cnn_baseline.predict_proba(test))
+    assert np.array_equal(loaded.val_proba, cnn_baseline.val_proba)
+    assert loaded.best_epoch == cnn_baseline.best_epoch >= 1
+    dtypes = {str(v.dtype) for v in load_file(str(tmp_path / "cnn" / ARRAYS_FILE)).values()}
+    assert dtypes <= {"float32", "float64", "int64"}  # tensors only, nothing pickled
+
+
+def test_cnn_baseline_refuses_images_of_other_channels(cnn_baseline) -> None:
+    from conftest import bar_images
+
+    rgb = bar_images(4, seed=3)
+    rgb = Examples("image", np.repeat(rgb.inputs[..., None], 3, -1), rgb.labels, rgb.classes)
+    with pytest.raises(DataError, match="3 channel"):
+        cnn_baseline.predict_proba(rgb)
+
+
+@pytest.mark.parametrize(
+    "damage, fragment",
+    [
+        (lambda m, a: a.pop("net.0.weight"), "does not fit its description"),
+        (lambda m, a: m.update(side=0), "side"),
+        (lambda m, a: m.update(in_channels=3), "does not fit its description"),
+        (lambda m, a: a.update({"norm.std": np.zeros((1, 1, 1, 1), np.float32)}), "positive"),
+    ],
+    ids=["missing-tensor", "side", "channels", "std"],
+)
+def test_a_damaged_cnn_baseline_is_refused(tmp_path: Path, cnn_baseline, damage, fragment) -> None:
+    folder = tmp_path / "cnn"
+    save_baseline(cnn_baseline, folder)
+    meta = json.loads((folder / META_FILE).read_text())
+    arrays = load_file(str(folder / ARRAYS_FILE))
+    damage(meta, arrays)
+    save_file(arrays, str(folder / ARRAYS_FILE))
+    meta.pop("arrays_sha256")
+    (folder / META_FILE).write_text(json.dumps(meta))
+    _refused(folder, ARRAYS_FILE, fragment)

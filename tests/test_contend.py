@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import text_examples
+from conftest import bar_images, text_examples
 from headstart import TransferClassifier
 from headstart.config import LadderConfig
 from headstart.errors import BundleError
@@ -285,3 +285,102 @@ def test_on_full_movie_reviews_tfidf_beats_a_small_encoder_and_auto_keeps_it(tmp
     again = TransferClassifier.load(tmp_path / "model")
     assert again.predictor_ == clf.predictor_
     assert np.array_equal(again.predict_proba(test), before)
+
+
+def _auto_images(tiny_vision_dir, tmp_path, time_budget_s=None, **ladder):
+    return TransferClassifier(
+        backbone=f"local-dir:{tiny_vision_dir}",
+        strategy="auto",
+        ladder=LadderConfig(**ladder),
+        cache_dir=str(tmp_path / "cache"),
+        **({} if time_budget_s is None else {"time_budget_s": time_budget_s}),
+    )
+
+
+def test_auto_on_images_trains_the_small_cnn_keeps_it_where_it_wins_and_reloads_it(
+    tiny_vision_dir, tmp_path
+):
+    train, test = bar_images(300, seed=0), bar_images(200, seed=1)
+    clf = _auto_images(tiny_vision_dir, tmp_path).fit(train)
+    contest = clf.decisions_["contender"]
+    # pixels cannot read an orientation that moves; the CNN can, the random backbone cannot
+    assert contest["baselines_val_accuracy"]["pixels+logreg"] < 0.8
+    assert contest["baselines_val_accuracy"]["small-cnn"] >= 0.95
+    assert contest["baseline"] == "small-cnn" and contest["others"] == ["pixels+logreg"]
+    assert clf.predictor_ == "baseline"
+    assert contest["scratch_seconds"]["small-cnn"] > 0
+    assert any(r.startswith("the small CNN from scratch") for r in clf.decisions_["reasons"])
+    assert "(small-cnn)" in clf.decisions_["reasons"][-1]
+    before = clf.predict_proba(test)
+    assert np.mean(before.argmax(1) == test.labels) >= 0.95
+    model = clf.save(tmp_path / "model")
+    assert (model / "contender" / "baseline.safetensors").is_file()
+    assert (model / "contender" / "other-0" / "baseline.json").is_file()
+    again = TransferClassifier.load(model)
+    assert again.contest_.baseline.name == "small-cnn"
+    assert np.array_equal(again.predict_proba(test), before)
+
+
+def test_a_stack_of_transfer_pixels_and_the_cnn_reloads_and_damage_is_refused(
+    tiny_vision_dir, tmp_path
+):
+    from headstart.strategies.contend import Contest, PooledStack
+
+    train, test = bar_images(200, seed=0), bar_images(60, seed=1)
+    clf = _auto_images(tiny_vision_dir, tmp_path).fit(train)
+    c = clf.contest_
+    assert [b.name for b in c.baselines] == ["small-cnn", "pixels+logreg"]
+    stack = PooledStack(np.array([0.5, 0.7, 0.2]), np.array([0.1, -0.1]))
+    clf.contest_ = Contest(
+        "stack", c.baseline, stack, c.val_accuracy, "test: a stack", others=c.others
+    )
+    before = clf.predict_proba(test)
+    parts = [clf.transfer_proba(test), *(b.predict_proba(test) for b in c.baselines)]
+    assert np.array_equal(before, stack.predict_proba(parts))
+    model = clf.save(tmp_path / "model")
+    again = TransferClassifier.load(model)
+    assert np.allclose(again.predict_proba(test), before, atol=1e-12)
+    meta_file = model / "headstart.json"
+    meta = json.loads(meta_file.read_text())
+    meta["contender"]["stack"]["weights"] = [0.5, 0.7]  # the CNN's weight lost
+    meta_file.write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match="3 model weights"):
+        TransferClassifier.load(model)
+    meta["contender"]["others"] = ["tfidf+logreg"]  # not what contender/other-0 holds
+    meta_file.write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match="other-0"):
+        TransferClassifier.load(model)
+
+
+def test_the_cnn_contender_is_skipped_when_it_does_not_fit_half_the_time_left(
+    tiny_vision_dir, tmp_path
+):
+    from headstart.baselines.scratch import CNN_SHARE, plan_cnn
+
+    train, val = bar_images(300, seed=0), bar_images(60, seed=1)
+    free = plan_cnn(train, val, time_left_s=None)
+    assert free.run and free.steps >= 500 and free.step_s > 0
+    assert free.estimate_s >= free.steps * free.step_s
+    tight = plan_cnn(train, val, time_left_s=free.estimate_s / CNN_SHARE * 0.5)
+    assert not tight.run and "not trained" in tight.reason
+    roomy = plan_cnn(train, val, time_left_s=free.estimate_s / CNN_SHARE * 4)
+    assert roomy.run
+    # through auto: a budget that cannot spare the time records the skip and its flag
+    clf = _auto_images(tiny_vision_dir, tmp_path, time_budget_s=1.0).fit(train)
+    skipped = [s for s in clf.decisions_.get("skipped", []) if "CNN" in s["step"]]
+    assert skipped and skipped[0]["flag"].startswith("--time-budget")
+    assert clf.decisions_["contender"]["baseline"] == "pixels+logreg"
+    assert "others" in clf.decisions_["contender"] and not clf.decisions_["contender"]["others"]
+    off = _auto_images(tiny_vision_dir, tmp_path, contend_cnn=False).fit(train)
+    assert off.decisions_["contender"]["baseline"] == "pixels+logreg"
+    assert not any("CNN" in r for r in off.decisions_["reasons"])
+
+
+def test_a_cnn_past_its_deadline_keeps_its_best_epoch_and_says_so():
+    from headstart.baselines.scratch import fit_cnn, plan_cnn
+
+    train, val = bar_images(200, seed=0), bar_images(60, seed=1)
+    cnn = fit_cnn(train, val, plan_cnn(train, val), deadline=0.0)  # long past
+    assert cnn.stopped_early and cnn.epochs_run == 1 and cnn.best_epoch == 1
+    assert "stopped at the deadline" in cnn.describe()
+    assert cnn.val_proba is not None and cnn.val_proba.shape == (60, 2)

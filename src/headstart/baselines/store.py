@@ -7,7 +7,9 @@ records the sha256 of the arrays file, so a pair from two different saves is ref
 
 :func:`load_baseline` treats the folder as untrusted input: each file must be a regular file
 inside the folder, the JSON valid and of a known format, the arrays of numeric dtypes, finite,
-with the names and shapes the description implies. Every failure is one
+with the names and shapes the description implies. The small CNN
+(:class:`~headstart.baselines.scratch.ScratchCNN`) is stored the same way, its tensors as
+arrays (``name: "small-cnn"`` in the JSON selects it). Every failure is one
 :class:`~headstart.errors.BundleError` naming the file, what is wrong and how to fix it.
 """
 

@@ -3,10 +3,13 @@
 After the ladder has chosen a transfer model, ``auto`` fits the modality's non-transfer
 baseline (:func:`headstart.baselines.fit_baseline`: TF-IDF, pixels or log-mel statistics +
 logistic regression) on the same training split and compares the two on the validation
-split. Where the baseline wins or comes within the noise of transfer, a **stack** is tried:
-a logistic model over the two models' class log-probabilities with one weight per model and
-one bias per class (``softmax(a·log p_transfer + b·log p_baseline + c)``, ``a, b >= 0``;
-2 + n_classes numbers, so a few hundred validation examples fit it without overfitting).
+split. For images ``auto`` also hands in the small CNN trained from scratch
+(:mod:`headstart.baselines.scratch`, fitted before the ladder when its measured cost fits);
+the best single non-transfer model on validation is then "the baseline". Where the baseline
+wins or comes within the noise of transfer, a **stack** is tried: a logistic model over the
+models' class log-probabilities with one weight per model and one bias per class
+(``softmax(a·log p_transfer + b·log p_baseline + ... + c)``, weights ``>= 0``; a few plus
+n_classes numbers, so a few hundred validation examples fit it without overfitting).
 The stack's validation score is honest: it is fitted on the validation probabilities of the
 two train-only models by stratified k-fold cross-validation (:data:`STACK_FOLDS`), and each
 fold is scored by a stack that did not see it.
