@@ -166,12 +166,13 @@ def test_a_stack_that_only_recalibrates_an_overconfident_model_does_not_count():
     assert chosen == "transfer", why
 
 
-def _auto(tiny_text_dir, tmp_path, **ladder):
+def _auto(backbone_dir, tmp_path, time_budget_s=None, **ladder):
     return TransferClassifier(
-        backbone=f"local-dir:{tiny_text_dir}",
+        backbone=f"local-dir:{backbone_dir}",
         strategy="auto",
         ladder=LadderConfig(**ladder),
         cache_dir=str(tmp_path / "cache"),
+        **({} if time_budget_s is None else {"time_budget_s": time_budget_s}),
     )
 
 
@@ -287,21 +288,11 @@ def test_on_full_movie_reviews_tfidf_beats_a_small_encoder_and_auto_keeps_it(tmp
     assert np.array_equal(again.predict_proba(test), before)
 
 
-def _auto_images(tiny_vision_dir, tmp_path, time_budget_s=None, **ladder):
-    return TransferClassifier(
-        backbone=f"local-dir:{tiny_vision_dir}",
-        strategy="auto",
-        ladder=LadderConfig(**ladder),
-        cache_dir=str(tmp_path / "cache"),
-        **({} if time_budget_s is None else {"time_budget_s": time_budget_s}),
-    )
-
-
 def test_auto_on_images_trains_the_small_cnn_keeps_it_where_it_wins_and_reloads_it(
     tiny_vision_dir, tmp_path
 ):
     train, test = bar_images(300, seed=0), bar_images(200, seed=1)
-    clf = _auto_images(tiny_vision_dir, tmp_path).fit(train)
+    clf = _auto(tiny_vision_dir, tmp_path).fit(train)
     contest = clf.decisions_["contender"]
     # pixels cannot read an orientation that moves; the CNN can, the random backbone cannot
     assert contest["baselines_val_accuracy"]["pixels+logreg"] < 0.8
@@ -327,7 +318,7 @@ def test_a_stack_of_transfer_pixels_and_the_cnn_reloads_and_damage_is_refused(
     from headstart.strategies.contend import Contest, PooledStack
 
     train, test = bar_images(200, seed=0), bar_images(60, seed=1)
-    clf = _auto_images(tiny_vision_dir, tmp_path).fit(train)
+    clf = _auto(tiny_vision_dir, tmp_path).fit(train)
     c = clf.contest_
     assert [b.name for b in c.baselines] == ["small-cnn", "pixels+logreg"]
     stack = PooledStack(np.array([0.5, 0.7, 0.2]), np.array([0.1, -0.1]))
@@ -366,12 +357,12 @@ def test_the_cnn_contender_is_skipped_when_it_does_not_fit_half_the_time_left(
     roomy = plan_cnn(train, val, time_left_s=free.estimate_s / CNN_SHARE * 4)
     assert roomy.run
     # through auto: a budget that cannot spare the time records the skip and its flag
-    clf = _auto_images(tiny_vision_dir, tmp_path, time_budget_s=1.0).fit(train)
+    clf = _auto(tiny_vision_dir, tmp_path, time_budget_s=1.0).fit(train)
     skipped = [s for s in clf.decisions_.get("skipped", []) if "CNN" in s["step"]]
     assert skipped and skipped[0]["flag"].startswith("--time-budget")
     assert clf.decisions_["contender"]["baseline"] == "pixels+logreg"
     assert "others" in clf.decisions_["contender"] and not clf.decisions_["contender"]["others"]
-    off = _auto_images(tiny_vision_dir, tmp_path, contend_cnn=False).fit(train)
+    off = _auto(tiny_vision_dir, tmp_path, contend_cnn=False).fit(train)
     assert off.decisions_["contender"]["baseline"] == "pixels+logreg"
     assert not any("CNN" in r for r in off.decisions_["reasons"])
 
