@@ -201,7 +201,9 @@ def test_the_ladder_measures_a_rung_and_skips_it_when_it_does_not_fit(tiny_visio
     measured estimate; with time, the same rung runs."""
     starved = _auto(tiny_vision_dir, tmp_path, 1e-3)
     assert [r["unfreeze"] for r in starved.decisions_["rungs"]] == [0]
-    (skip,) = starved.decisions_["skipped"]
+    skips = {s["step"]: s for s in starved.decisions_["skipped"]}
+    (skip,) = [s for step, s in skips.items() if step.startswith("fine-tuning")]
+    assert skips["the small CNN contender"]["needs_s"] > 0  # no time for the CNN either
     assert skip["estimated_s"] > 0 and skip["flag"].startswith("--time-budget")
     assert skip["reason"] in starved.decisions_["reasons"]
     fed = _auto(tiny_vision_dir, tmp_path, 600.0)

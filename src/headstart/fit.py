@@ -348,7 +348,9 @@ def _record_steps(
         flag = sk.get("flag")
         if est is not None and flag and flag.startswith("--time-budget"):
             # what this whole run would need with the rung in it
-            new = budget_flag(spent + also + 1.25 * est)
+            # (a step that needs more time left than its cost, like the CNN contender's
+            # share rule, says how much in needs_s)
+            new = budget_flag(spent + also + sk.get("needs_s", 1.25 * est))
             old_reason, sk["reason"] = sk["reason"], sk["reason"].replace(flag, new)
             decisions["reasons"] = [
                 sk["reason"] if r == old_reason else r for r in decisions["reasons"]

@@ -232,13 +232,16 @@ class PlanStep(TypedDict):
 
 
 class SkippedRung(TypedDict):
-    """A fine-tuning rung the cost model did not start."""
+    """A fine-tuning rung (or the CNN contender) the cost model did not start."""
 
     step: str
     reason: str
     estimated_s: float | None
     expected_gain: float | None
     flag: str | None
+    #: the time left the step needs to start, where more than its cost (the CNN contender
+    #: takes at most half of it)
+    needs_s: NotRequired[float]
 
 
 class TestSubset(TypedDict):
@@ -259,9 +262,16 @@ class Contender(TypedDict):
     reason: str
     baseline: str
     val_accuracy: dict[str, float]  # per candidate; the stack's is cross-validated
-    stack: dict[str, list[float]] | None  # {"weights": [transfer, baseline], "bias": per class}
+    #: {"weights": [transfer, baseline, *others], "bias": per class}
+    stack: dict[str, list[float]] | None
     seconds: float
+    #: the stack's other non-transfer models after ``baseline`` (images: the small CNN or
+    #: pixels + logistic regression, whichever is not the best single one)
+    others: NotRequired[list[str]]
     stack_folds: NotRequired[int]
+    val_log_loss: NotRequired[dict[str, float]]  # cross-validated, each model recalibrated
+    baselines_val_accuracy: NotRequired[dict[str, float]]  # every non-transfer model
+    scratch_seconds: NotRequired[dict[str, float]]  # training time of the small CNN
 
 
 class Metrics(TypedDict):

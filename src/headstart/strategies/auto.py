@@ -276,6 +276,7 @@ def _scratch_contender(ctx: Context, ladder: LadderConfig, out: LadderResult) ->
                     "step": "the small CNN contender",
                     "reason": plan.reason,
                     "estimated_s": round(plan.estimate_s, 1),
+                    "needs_s": round(plan.estimate_s / CNN_SHARE, 1),
                     "expected_gain": None,
                     "flag": f"--time-budget {plan.estimate_s / CNN_SHARE:.0f}s",
                 }
