@@ -5,9 +5,9 @@ baseline (:func:`headstart.baselines.fit_baseline`: TF-IDF, pixels or log-mel st
 logistic regression) on the same training split and compares the two on the validation
 split. For images ``auto`` also hands in the small CNN trained from scratch
 (:mod:`headstart.baselines.scratch`, fitted before the ladder when its measured cost fits);
-the best single non-transfer model on validation is then "the baseline". Where the baseline
-wins or comes within the noise of transfer, a **stack** is tried: a logistic model over the
-models' class log-probabilities with one weight per model and one bias per class
+the best single non-transfer model on validation is then "the baseline". A **stack** is
+always tried (it only refits small models on validation probabilities): a logistic model
+over the models' class log-probabilities with one weight per model and one bias per class
 (``softmax(a·log p_transfer + b·log p_baseline + ... + c)``, weights ``>= 0``; a few plus
 n_classes numbers, so a few hundred validation examples fit it without overfitting).
 The stack's validation score is honest: it is fitted on the validation probabilities of the
@@ -295,7 +295,6 @@ def contend(
     import time
 
     from ..baselines import fit_baseline
-    from .ladder import val_resolution
 
     t0 = time.perf_counter()
     n_classes = len(train.classes)
@@ -308,8 +307,6 @@ def contend(
     p_b = np.asarray(baseline.val_proba, float)
     p_o = [np.asarray(b.val_proba, float) for b in others]
     correct = {"transfer": p_t.argmax(1) == y, "baseline": p_b.argmax(1) == y}
-    acc_t, acc_b = float(correct["transfer"].mean()), float(correct["baseline"].mean())
-    margin = cfg.noise_z * val_resolution(acc_t, len(y))
     stack: PooledStack | None = None
     probas = {"transfer": p_t, "baseline": p_b}
     details: dict[str, Any] = {}
@@ -320,36 +317,28 @@ def contend(
     if extra:
         details["scratch_seconds"] = {b.name: round(float(b.fit_seconds), 2) for b in extra}
     stack_of = " + ".join(["transfer", *(b.name for b in ranked)])
-    if acc_b < acc_t - margin:
-        chosen, reason = (
-            "transfer",
-            (
-                f"the non-transfer baseline ({baseline.name}) reached {acc_b:.3f} on validation, "
-                f"{100 * (acc_t - acc_b):.1f} points below transfer ({acc_t:.3f}; beyond the "
-                f"{100 * margin:.1f}-point noise): kept transfer, no stack tried"
-            ),
-        )
-    else:
-        oof = out_of_fold([p_t, p_b, *p_o], y, n_classes, seed)
-        nll: dict[str, np.ndarray] | None = None
-        if oof is not None:
-            correct["stack"] = oof.argmax(1) == y
-            probas["stack"] = oof
-            counts = np.bincount(y)
-            details["stack_folds"] = min(STACK_FOLDS, int(counts[counts > 0].min()))
-            # each model recalibrated alone, cross-validated the same way: the stack's gain
-            # over these is what the other model adds, not a temperature
-            alone = {
-                k: out_of_fold([probas[k]], y, n_classes, seed) for k in ("transfer", "baseline")
-            }
-            nll = {k: per_example_nll(p, y) for k, p in alone.items() if p is not None}
-            nll["stack"] = per_example_nll(oof, y)
-            details["val_log_loss"] = {k: round(float(v.mean()), 4) for k, v in nll.items()}
-        chosen, reason = select(
-            correct, cfg.noise_z, nll, stack_of=stack_of, baseline_name=baseline.name
-        )
-        if chosen == "stack":
-            stack = PooledStack.fit([p_t, p_b, *p_o], y, n_classes)
+    # The stack is always tried: it costs a few small fits on validation probabilities, and
+    # its cross-validated comparison below is the test that guards against noise. A weaker
+    # but different model can still add to transfer (measured: pixels + logistic regression,
+    # 4.5 validation points below transfer, lifted Fashion-MNIST 1,000 by a test point).
+    oof = out_of_fold([p_t, p_b, *p_o], y, n_classes, seed)
+    nll: dict[str, np.ndarray] | None = None
+    if oof is not None:
+        correct["stack"] = oof.argmax(1) == y
+        probas["stack"] = oof
+        counts = np.bincount(y)
+        details["stack_folds"] = min(STACK_FOLDS, int(counts[counts > 0].min()))
+        # each model recalibrated alone, cross-validated the same way: the stack's gain
+        # over these is what the other model adds, not a temperature
+        alone = {k: out_of_fold([probas[k]], y, n_classes, seed) for k in ("transfer", "baseline")}
+        nll = {k: per_example_nll(p, y) for k, p in alone.items() if p is not None}
+        nll["stack"] = per_example_nll(oof, y)
+        details["val_log_loss"] = {k: round(float(v.mean()), 4) for k, v in nll.items()}
+    chosen, reason = select(
+        correct, cfg.noise_z, nll, stack_of=stack_of, baseline_name=baseline.name
+    )
+    if chosen == "stack":
+        stack = PooledStack.fit([p_t, p_b, *p_o], y, n_classes)
     return Contest(
         chosen,
         baseline,
