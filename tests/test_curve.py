@@ -373,17 +373,21 @@ def test_auto_runs_the_ladder_as_one_strategy_and_the_headline_says_what_a_user_
     auto = cells["auto-f1-seed0"]
     # 48 images: under the ladder's floor, so extraction is the only transfer rung; then the
     # baseline contends (a random tiny backbone may well lose to pixels)
-    assert auto["detail"]["reasons"][0].startswith("feature extraction reached")
+    # (after the small CNN's line: 120 s cannot spare it half the time left here, or can)
+    ladder_reasons = [r for r in auto["detail"]["reasons"] if "small CNN" not in r]
+    assert ladder_reasons[0].startswith("feature extraction reached")
     assert auto["detail"]["rungs"] == ["feature extraction"]
     chosen = auto["detail"]["chosen"]
-    assert chosen in ("feature extraction", "baseline (pixels+logreg)") or chosen.startswith(
-        "stack"
-    )
+    assert chosen in (
+        "feature extraction",
+        "baseline (pixels+logreg)",
+        "baseline (small-cnn)",  # where the machine can spare the CNN half the time left
+    ) or chosen.startswith("stack")
     # same split: auto's kept model is the extract (or baseline) cell's model
     assert auto["split"] == cells["extract-f1-seed0"]["split"]
     if chosen == "feature extraction":
         assert auto["test"]["accuracy"] == cells["extract-f1-seed0"]["test"]["accuracy"]
-    elif chosen.startswith("baseline"):
+    elif chosen == "baseline (pixels+logreg)":
         assert auto["test"]["accuracy"] == cells["baseline-f1-seed0"]["test"]["accuracy"]
     assert res.headline.startswith("With 100% of the labels (48 examples), headstart's default")
     assert "at 1 of 1 label budgets" in res.headline or "at 0 of 1 label budgets" in res.headline

@@ -67,7 +67,12 @@ def test_the_estimator_runs_the_ladder_with_auto(tiny_vision_dir, tmp_path):
         strategy="auto",
         finetune=FinetuneConfig(epochs=1, batch_size=16),
         ladder=LadderConfig(
-            min_examples=20, min_per_class=5, max_rungs=1, noise_z=0.0, first_rung="fixed"
+            min_examples=20,
+            min_per_class=5,
+            max_rungs=1,
+            noise_z=0.0,
+            first_rung="fixed",
+            contend_cnn=False,  # the ladder under test (tests/test_contend.py has the CNN)
         ),
     ).fit(x, y)
     rungs = clf.decisions_["rungs"]

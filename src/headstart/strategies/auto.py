@@ -257,15 +257,25 @@ def _contend(
 
 
 def _scratch_contender(ctx: Context, ladder: LadderConfig, out: LadderResult) -> list[Any]:
-    """Images: the small CNN from scratch, priced by a measured step and trained when it fits
-    :data:`~headstart.baselines.scratch.CNN_SHARE` of the time left (``[]`` otherwise, the
-    skip recorded in ``out.skipped`` with the budget that runs it)."""
+    """Images not measured near the pretraining domain: the small CNN from scratch, priced by
+    a measured step and trained when it fits :data:`~headstart.baselines.scratch.CNN_SHARE`
+    of the time left (``[]`` otherwise, the skip recorded in ``out.skipped`` with the budget
+    that runs it)."""
     from ..baselines.scratch import CNN_SHARE, fit_cnn, plan_cnn
     from ..errors import HeadstartError
 
     if not (ladder.contend and ladder.contend_cnn) or ctx.val is None:
         return []
     if ctx.train.modality != "image":
+        return []
+    domain = out.domain or {}
+    if domain.get("verdict") == "near":
+        out.reasons.append(
+            "the data measured near the pretraining domain "
+            f"({domain.get('distance', float('nan')):.2f}): no small CNN from scratch as a "
+            "contender (on such data the pretrained features are what a few thousand labels "
+            "cannot learn from scratch); pixels + logistic regression still contends"
+        )
         return []
     try:
         plan = plan_cnn(ctx.train, ctx.val, seed=ctx.seed, time_left_s=ctx.time_left())
