@@ -209,7 +209,10 @@ def test_auto_runs_and_records_the_first_rung_the_rule_chose(tiny_vision_dir, tm
         cache_dir=str(tmp_path / "cache"),
         strategy="auto",
         finetune=FinetuneConfig(epochs=1, batch_size=16),
-        ladder=LadderConfig(min_examples=20, min_per_class=5, max_rungs=1, noise_z=0.0),
+        # the rung under test; the CNN contender has its own tests (tests/test_contend.py)
+        ladder=LadderConfig(
+            min_examples=20, min_per_class=5, max_rungs=1, noise_z=0.0, contend_cnn=False
+        ),
     ).fit(x, y)
     decisions = json.loads(json.dumps(clf.decisions_, allow_nan=False))  # JSON-able
     n_groups = len(clf.extraction_.backbone.layer_groups())

@@ -26,6 +26,7 @@ __all__ = [
     "SmallCNN",
     "SmallTextCNN",
     "build_vocab",
+    "cnn_module",
     "image_pixels",
     "stretch_epochs",
     "text_ids",
@@ -80,7 +81,7 @@ def image_pixels(ex: Examples, side: int | None = None) -> tuple[Any, int]:
     return torch.from_numpy(out), s
 
 
-def _cnn_module(in_ch: int, n_classes: int, width: int = 32) -> Any:
+def cnn_module(in_ch: int, n_classes: int, width: int = 32) -> Any:
     from torch import nn
 
     def block(i: int, o: int) -> list[nn.Module]:
@@ -255,7 +256,7 @@ class SmallCNN:
         f = xt.float() / 255.0
         self.mean_ = f.mean(dim=(0, 2, 3), keepdim=True)
         self.std_ = f.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-3)
-        return _cnn_module(xt.shape[1], n_classes)
+        return cnn_module(xt.shape[1], n_classes)
 
     def _augment(self, x: Any, gen: Any) -> Any:
         return self._shift(x, gen)

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from headstart.baselines.cnn import SmallCNN, _cnn_module, image_pixels
+from headstart.baselines.cnn import SmallCNN, cnn_module, image_pixels
 from headstart.baselines.linear import BASELINE_FORMAT
 from headstart.data.base import Examples
 from headstart.errors import ConfigError, DataError
@@ -43,7 +43,7 @@ CNN_NAME = "small-cnn"
 #: take most of the time, and a run that cannot spare half for it skips it (saying which
 #: ``--time-budget`` runs it).
 CNN_SHARE = 0.5
-#: Network width (channels of the first block; see :func:`~headstart.baselines.cnn._cnn_module`).
+#: Network width (channels of the first block; see :func:`~headstart.baselines.cnn.cnn_module`).
 WIDTH = 32
 _REFIT = "Re-run headstart fit to train the CNN baseline again."
 
@@ -178,7 +178,7 @@ class ScratchCNN:
         side, in_ch, width = (int(ints[k]) for k in ("side", "in_channels", "width"))
         net = SmallCNN()
         net.device_ = torch.device("cpu")
-        net.model_ = _cnn_module(in_ch, len(classes), width)
+        net.model_ = cnn_module(in_ch, len(classes), width)
         tensors = {
             k[4:]: torch.from_numpy(np.array(v)) for k, v in arrays.items() if k.startswith("net.")
         }
