@@ -149,5 +149,11 @@ def test_the_default_budget_ranks_only_what_it_can_afford_and_says_what_it_left_
         json.loads((tmp_path / "run" / "config.json").read_text())["resolved"]["image_size"] == 96
     )  # 8-px digits: the input-size rule
     assert decisions["budget"]["time_budget_s"] == 60  # the default (its speed: bench_ladder)
+    # 8-px digits, measured far from photos: the small CNN contends, trained (its seconds in
+    # the step list) or skipped with the budget that trains it
+    (cnn,) = [s for s in decisions["steps"] if "contender" in s["name"]]
+    assert (cnn["action"] == "ran" and cnn["seconds"] > 0) or cnn["flag"].startswith(
+        "--time-budget"
+    )
     base = r.metrics["baseline"]["test"]["accuracy"]
     assert r.metrics["test"]["accuracy"] >= base - 2 * r.metrics["test"]["accuracy_se"]

@@ -461,7 +461,8 @@ def summarise(metrics: dict[str, Any], decisions: dict[str, Any] | None = None) 
         delta = m["accuracy"] - b["accuracy"]
         lines.append(
             f"  baseline ({metrics['baseline']['name']}, no transfer): accuracy "
-            f"{b['accuracy']:.4f} ({delta:+.4f} for transfer)"
+            f"{b['accuracy']:.4f} ({delta:+.4f} for "
+            f"{'transfer' if predictor == 'transfer' else 'the kept model'})"
         )
         majority = b.get("majority_rate")
         if majority is not None and b["accuracy"] < majority:

@@ -280,15 +280,17 @@ def _scratch_contender(ctx: Context, ladder: LadderConfig, out: LadderResult) ->
     try:
         plan = plan_cnn(ctx.train, ctx.val, seed=ctx.seed, time_left_s=ctx.time_left())
         if not plan.run:
-            out.reasons.append(plan.reason)
+            flag = f"--time-budget {plan.estimate_s / CNN_SHARE:.0f}s"
+            reason = f"{plan.reason}; run with {flag}"  # fit rewrites the flag for the run
+            out.reasons.append(reason)
             out.skipped.append(
                 {
                     "step": "the small CNN contender",
-                    "reason": plan.reason,
+                    "reason": reason,
                     "estimated_s": round(plan.estimate_s, 1),
                     "needs_s": round(plan.estimate_s / CNN_SHARE, 1),
                     "expected_gain": None,
-                    "flag": f"--time-budget {plan.estimate_s / CNN_SHARE:.0f}s",
+                    "flag": flag,
                 }
             )
             return []
