@@ -152,10 +152,8 @@ class SmallCNN:
         from torch import nn
 
         torch.manual_seed(self.seed)
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        saved = getattr(self, "device_", None)
-        self.device_ = device
-        model = self._build(xt, n_classes).to(device)
+        self.device_ = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        model = self._build(xt, n_classes).to(self.device_)
         opt = torch.optim.AdamW(model.parameters(), lr=self.lr)
         gen = torch.Generator().manual_seed(self.seed)
         yt = torch.as_tensor(y_train)
@@ -164,16 +162,17 @@ class SmallCNN:
         for _ in range(steps + 1):
             t0 = time.perf_counter()
             b = torch.randint(0, len(yt), (n,), generator=gen)
-            loss = nn.functional.cross_entropy(
-                model(self._prep(self._augment(xt[b], gen))), yt[b].to(device)
-            )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            self._step(model, opt, nn.CrossEntropyLoss(), xt[b], yt[b], gen)
             times.append(time.perf_counter() - t0)
-        if saved is not None:
-            self.device_ = saved
         return float(np.median(times[1:]))
+
+    def _step(self, model: Any, opt: Any, loss_fn: Any, xb: Any, yb: Any, gen: Any) -> Any:
+        """One optimiser step on a batch (augmented, normalised); the loss, detached."""
+        loss = loss_fn(model(self._prep(self._augment(xb, gen))), yb.to(self.device_))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss.detach()
 
     def fit(
         self,
@@ -218,13 +217,9 @@ class SmallCNN:
             loss_sum = 0.0
             for i in range(0, len(order), self.batch_size):
                 b = order[i : i + self.batch_size]
-                x = self._prep(self._augment(xt[b], gen))
-                loss = loss_fn(self.model_(x), yt[b].to(self.device_))
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                loss = self._step(self.model_, opt, loss_fn, xt[b], yt[b], gen)
                 sched.step()
-                loss_sum += float(loss.detach()) * len(b)
+                loss_sum += float(loss) * len(b)
             p = self.predict_proba(xv)
             val_acc = float((p.argmax(1) == y_val).mean())
             val_loss = float(-np.log(np.clip(p[np.arange(len(p)), y_val], 1e-12, 1)).mean())
