@@ -114,6 +114,41 @@ def test_fine_tuning_that_only_hurts_hands_back_its_starting_point():
     assert all(torch.equal(head_before[k], v) for k, v in model.head.state_dict().items())
 
 
+def test_keep_epoch_last_runs_the_schedule_and_keeps_its_final_weights():
+    """``last`` ignores patience and scores the final weights (the ladder's rungs: their
+    validation score then decides between rungs without having chosen the epoch); "best"
+    restores the best validation epoch."""
+    from headstart.features.cache import features_in_memory
+    from headstart.strategies.finetune import Finetune
+
+    train, val = image_examples(48), image_examples(32, seed=1)
+    runs = {}
+    for keep in ("last", "best"):
+        torch.manual_seed(0)
+        bb = load_backbone("torchvision:mobilenet_v3_small", pretrained=False, image_size=32)
+        head = _probe_head(bb, train)
+        cfg = FinetuneConfig(unfreeze=1, epochs=4, batch_size=16, lr=5e-2, patience=1,
+                             keep_start=False, keep_epoch=keep)  # fmt: skip
+        model, res = finetune(bb, head, train, val, cfg, progress=False)
+        accs = [h["val_accuracy"] for h in res.history]
+        with torch.no_grad():  # the weights handed back are the ones scored
+            logits = model.head(torch.as_tensor(features_in_memory(model.backbone, val)))
+        assert res.val_accuracy == pytest.approx(
+            float((logits.argmax(1).numpy() == val.labels).mean())
+        )
+        runs[keep] = (res, accs)
+    last, accs = runs["last"]
+    assert last.epochs_run == 4 and last.best_epoch == 4 and "early stop" not in last.stopped
+    assert last.val_accuracy == accs[-1]
+    best, accs = runs["best"]
+    assert best.val_accuracy == max(accs) and accs[best.best_epoch - 1] == max(accs)
+    assert runs["best"][1] == runs["last"][1][: best.epochs_run]  # same seed, same epochs
+    # "auto": last for a ladder rung (budgeted), best for --strategy finetune
+    assert Finetune(FinetuneConfig(), budgeted=True).config.keep_epoch == "last"
+    assert Finetune(FinetuneConfig()).config.keep_epoch == "best"
+    assert Finetune(FinetuneConfig(keep_epoch="best"), budgeted=True).config.keep_epoch == "best"
+
+
 def test_learning_rate_groups_follow_ratio_and_layer_decay():
     bb = load_backbone("timm:test_efficientnet", pretrained=False)
     head = torch.nn.Linear(bb.feature_dim, 3)

@@ -31,6 +31,8 @@ TRACKERS = ("none", "tensorboard", "mlflow")
 BN_MODES = ("frozen", "train")
 PRECISIONS = ("auto", "no", "bf16", "fp16")
 PEFT_METHODS = ("none", "lora")
+#: which epoch a fine-tuning run keeps (see FinetuneConfig.keep_epoch)
+KEEP_EPOCHS = ("auto", "best", "last")
 FIRST_RUNGS = ("domain", "fixed")
 
 
@@ -219,7 +221,19 @@ class FinetuneConfig(Section):
     batch_size: int = opt(32, "fine-tuning batch size", check=_POS_INT)
     mixed_precision: str = opt("auto", "auto: bf16 on GPUs that support it", choices=PRECISIONS)
     augment: bool | None = opt(None, "augment training images", shown="images yes, text no")
-    patience: int = opt(2, "epochs without validation gain before stopping", check=_POS_INT)
+    patience: int = opt(
+        2,
+        "epochs without validation gain before stopping (--keep-epoch best)",
+        check=_POS_INT,
+    )
+    keep_epoch: str = opt(
+        "auto",
+        "the weights a run keeps: best (the best validation epoch, early stopping after "
+        "--patience), last (the whole schedule, cosine to zero: validation then "
+        "scores the result without having chosen it); auto: last for the ladder's rungs, "
+        "whose validation scores decide between them, best for --strategy finetune",
+        choices=KEEP_EPOCHS,
+    )
     l2sp: float = opt(0.0, "L2-SP strength toward the pretrained weights", check=_NON_NEG)
     bn: str = opt(
         "frozen",

@@ -367,6 +367,7 @@ def _record_first(
         "lr_ratio": cfg.lr_ratio,
         "epochs": cfg.epochs,
         "patience": cfg.patience,
+        "keep_epoch": "last" if cfg.keep_epoch == "auto" else cfg.keep_epoch,  # as Finetune does
         "bn": cfg.bn,
         "reason": reason,
     }

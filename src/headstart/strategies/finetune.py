@@ -60,6 +60,11 @@ class Finetune:
             )
         if unfreeze is not None:
             self.config.unfreeze = unfreeze
+        if self.config.keep_epoch == "auto":
+            # a rung's validation score decides the ladder's choice, so it must not also
+            # have chosen the epoch: the best of ~10 noisy epochs on a few hundred examples
+            # reads points above the weights' real accuracy (RESULTS.md, issue 12)
+            self.config.keep_epoch = "last" if budgeted else "best"
         self.measure_forgetting = measure_forgetting
         #: stop after the epoch that passes the context's deadline (ladder rungs); a rung the
         #: user asked for by name runs all its epochs

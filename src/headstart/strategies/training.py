@@ -11,7 +11,10 @@ The recipe, as data (see :class:`FinetuneConfig`):
   BatchNorm statistics and dropout in frozen layers behave exactly as during extraction;
 * AdamW (no decay on biases and norms), linear warm-up then cosine, gradient clipping,
   optional label smoothing, gradient accumulation, mixed precision on GPUs;
-* early stopping on validation accuracy (loss breaks ties), best epoch restored;
+* ``keep_epoch="best"``: early stopping on validation accuracy (loss breaks ties), best
+  epoch restored; ``"last"``: the whole schedule runs and its final weights are kept, so a
+  validation score that then decides something else (the ladder's rung choice) has not
+  already been maximised over epochs;
 * a checkpoint after every epoch (atomic) from which a killed run resumes to the same result.
 
 The loop runs unchanged under ``accelerate launch``: each call builds its own prepared
@@ -256,6 +259,10 @@ def finetune(
 
     cfg.validate()
     t_start = time.perf_counter()
+    # "last": every epoch of the schedule runs and the final weights are kept, so the
+    # validation score is not the maximum of many noisy ones ("auto" here means "best": the
+    # ladder resolves it to "last" for its rungs, see strategies.finetune)
+    keep_last = cfg.keep_epoch == "last"
     trainable_groups, frozen_groups = plan_groups(backbone, cfg)
     if cfg.peft == "lora":  # no pretrained weight trains: the 10-100x rule has nothing to guard
         guard: dict[str, object] = {"ok": True, "message": "LoRA: every pretrained weight frozen"}
@@ -393,7 +400,7 @@ def finetune(
             val_loss,
             epoch_time,
         )
-        if (val_acc, -val_loss) > (best["acc"], -best["loss"]):
+        if keep_last or (val_acc, -val_loss) > (best["acc"], -best["loss"]):
             best = {
                 "acc": val_acc,
                 "loss": val_loss,
@@ -403,7 +410,7 @@ def finetune(
             bad_epochs = 0
         else:
             bad_epochs += 1
-            if bad_epochs >= cfg.patience:
+            if bad_epochs >= cfg.patience:  # only under "best": "last" runs the schedule
                 stopped = f"early stop: no validation gain for {cfg.patience} epochs"
         if time_budget_s is not None and time.perf_counter() - t_start > time_budget_s:
             stopped = stopped or f"time budget of {time_budget_s:.0f} s spent"
