@@ -149,6 +149,27 @@ def test_keep_epoch_last_runs_the_schedule_and_keeps_its_final_weights():
     assert Finetune(FinetuneConfig(keep_epoch="best"), budgeted=True).config.keep_epoch == "best"
 
 
+def test_a_budgeted_run_does_not_start_an_epoch_that_would_end_past_its_budget():
+    """The time after the budget belongs to what follows the fit (scoring the test split):
+    with room for half an epoch more, the second epoch is not started."""
+    train, val = image_examples(96), image_examples(16, seed=1)
+
+    def run(epochs: int, budget: float | None):
+        torch.manual_seed(0)
+        bb = load_backbone("torchvision:mobilenet_v3_small", pretrained=False, image_size=32)
+        cfg = FinetuneConfig(unfreeze=1, epochs=epochs, batch_size=16, keep_start=False,
+                             keep_epoch="last")  # fmt: skip
+        return finetune(bb, _probe_head(bb, train), train, val, cfg, progress=False,
+                        time_budget_s=budget)[1]  # fmt: skip
+
+    one = run(1, None)
+    budget = one.seconds + 0.5 * one.history[0]["seconds"]
+    res = run(3, budget)
+    assert res.epochs_run == 1, res.stopped
+    assert "next epoch" in res.stopped or "spent" in res.stopped
+    assert run(3, None).epochs_run == 3  # unbudgeted, the same run goes on
+
+
 def test_learning_rate_groups_follow_ratio_and_layer_decay():
     bb = load_backbone("timm:test_efficientnet", pretrained=False)
     head = torch.nn.Linear(bb.feature_dim, 3)

@@ -249,8 +249,8 @@ def finetune(
 ) -> tuple[TransferModel, FinetuneResult]:
     """Fine-tune ``head`` and the top ``cfg.unfreeze`` groups of ``backbone`` in place.
 
-    ``seed`` fixes the batch order, augmentation and dropout; training stops after the
-    epoch that passes ``time_budget_s``; with ``checkpoint`` every epoch is saved atomically
+    ``seed`` fixes the batch order, augmentation and dropout; training stops before an
+    epoch that would end past ``time_budget_s`` (at the mean epoch time so far); with ``checkpoint`` every epoch is saved atomically
     and a killed run resumes from the last one to the same result.
     """
     from accelerate import Accelerator
@@ -338,6 +338,7 @@ def finetune(
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     clip_params = [p for p in model.parameters() if p.requires_grad]
     seen, train_time = 0, 0.0
+    walls: list[float] = []  # seconds per epoch, validation included (the stop before a late one)
     epoch = start_epoch
     for epoch in range(start_epoch, cfg.epochs):
         if stopped:
@@ -412,8 +413,19 @@ def finetune(
             bad_epochs += 1
             if bad_epochs >= cfg.patience:  # only under "best": "last" runs the schedule
                 stopped = f"early stop: no validation gain for {cfg.patience} epochs"
-        if time_budget_s is not None and time.perf_counter() - t_start > time_budget_s:
-            stopped = stopped or f"time budget of {time_budget_s:.0f} s spent"
+        walls.append(time.perf_counter() - t0)  # the epoch with its validation pass
+        if time_budget_s is not None and not stopped:
+            spent = time.perf_counter() - t_start
+            upcoming = sum(walls) / len(walls)
+            if spent > time_budget_s:
+                stopped = f"time budget of {time_budget_s:.0f} s spent"
+            elif epoch + 1 < cfg.epochs and spent + upcoming > time_budget_s:
+                # stop before an epoch that would end past the budget: what follows the fit
+                # (scoring the test split) was promised the rest
+                stopped = (
+                    f"time budget of {time_budget_s:.0f} s: the next epoch (~{upcoming:.0f} s) "
+                    f"would end past it, {time_budget_s - spent:.0f} s before"
+                )
         if checkpoint is not None and acc.is_main_process:
             payload = {
                 "signature": signature,
