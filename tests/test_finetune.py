@@ -139,6 +139,7 @@ def test_keep_epoch_last_runs_the_schedule_and_keeps_its_final_weights():
         runs[keep] = (res, accs)
     last, accs = runs["last"]
     assert last.epochs_run == 4 and last.best_epoch == 4 and "early stop" not in last.stopped
+    assert "last epoch" in last.stopped
     assert last.val_accuracy == accs[-1]
     best, accs = runs["best"]
     assert best.val_accuracy == max(accs) and accs[best.best_epoch - 1] == max(accs)

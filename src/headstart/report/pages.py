@@ -364,7 +364,7 @@ def _training_section(decisions: Decisions, metrics: Metrics) -> list[str]:
         if ft:
             lrs = ", ".join(f"{k} {v:.2g}" for k, v in (ft.get("lrs") or {}).items())
             out.append(
-                f"<p>Best epoch {_e(ft.get('best_epoch'))} of {_e(ft.get('epochs_run'))} "
+                f"<p>Kept epoch {_e(ft.get('best_epoch'))} of {_e(ft.get('epochs_run'))} "
                 f"({_e(ft.get('stopped', ''))}); {ft.get('n_trainable', 0):,} trainable "
                 f"parameters; learning rates: {_e(lrs)}; "
                 f"{ft.get('examples_per_s', 0):.0f} examples/s.</p>"

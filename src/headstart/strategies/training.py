@@ -451,6 +451,8 @@ def finetune(
             f"; no epoch beat the starting point on validation ({start['acc']:.4f}): "
             "its weights are kept"
         )
+    if keep_last and not kept_start:
+        stopped = (stopped or "all epochs run") + "; the last epoch's weights kept"
     if best["state"] is not None:
         raw_model.load_state_dict(best["state"], strict=False)
     raw_model.eval()
