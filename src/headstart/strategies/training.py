@@ -250,8 +250,9 @@ def finetune(
     """Fine-tune ``head`` and the top ``cfg.unfreeze`` groups of ``backbone`` in place.
 
     ``seed`` fixes the batch order, augmentation and dropout; training stops before an
-    epoch that would end past ``time_budget_s`` (at the mean epoch time so far); with ``checkpoint`` every epoch is saved atomically
-    and a killed run resumes from the last one to the same result.
+    epoch that would end past ``time_budget_s`` (at the mean epoch time so far); with
+    ``checkpoint`` every epoch is saved atomically and a killed run resumes from the last
+    one to the same result.
     """
     from accelerate import Accelerator
     from torch.utils.data import DataLoader
