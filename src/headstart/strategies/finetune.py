@@ -66,8 +66,8 @@ class Finetune:
             # reads points above the weights' real accuracy (RESULTS.md, issue 12)
             self.config.keep_epoch = "last" if budgeted else "best"
         self.measure_forgetting = measure_forgetting
-        #: stop after the epoch that passes the context's deadline (ladder rungs); a rung the
-        #: user asked for by name runs all its epochs
+        #: stop before an epoch that would end past the context's deadline (ladder rungs);
+        #: a rung the user asked for by name runs all its epochs
         self.budgeted = budgeted
 
     def groups(self, backbone: Any) -> int:
