@@ -208,7 +208,8 @@ def test_auto_runs_and_records_the_first_rung_the_rule_chose(tiny_vision_dir, tm
         engine="torch",
         cache_dir=str(tmp_path / "cache"),
         strategy="auto",
-        finetune=FinetuneConfig(epochs=1, batch_size=16),
+        # keep_start off: the rung's own last epoch is what it hands back (checked below)
+        finetune=FinetuneConfig(epochs=1, batch_size=16, keep_start=False),
         # the rung under test; the CNN contender has its own tests (tests/test_contend.py)
         ladder=LadderConfig(
             min_examples=20, min_per_class=5, max_rungs=1, noise_z=0.0, contend_cnn=False
@@ -221,6 +222,9 @@ def test_auto_runs_and_records_the_first_rung_the_rule_chose(tiny_vision_dir, tm
     assert first["lr_ratio"] == UNKNOWN_LR_RATIO and first["epochs"] == 1
     assert "no calibrated measurement" in first["reason"]
     rung = decisions["rungs"][1]
+    # the ladder's rung keeps its last epoch ("auto" resolved), and says so
+    assert first["keep_epoch"] == "last" and "last epoch" in rung["stopped"]
+    assert rung["best_epoch"] == rung["epochs_run"]
     assert (rung["unfreeze"], rung["lr_ratio"], rung["epochs"]) == (n_groups, 30.0, 1)
     assert rung["lrs"]["head"] / 30.0 == pytest.approx(min(rung["lrs"].values()))
     assert first["reason"] in decisions["reasons"][0]

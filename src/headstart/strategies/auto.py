@@ -213,15 +213,15 @@ def run_strategy(
             log.info("ladder: %s", decision.reason)
         if decision.action != "finetune":
             break
-        rung_cfg = _rung_config(ft_cfg, decision)
-        if strategy == "auto" and len(rungs) == 1:
-            _record_first(out, ladder, rung_cfg, chosen_first)
-        tuned = Finetune(
-            rung_cfg,
+        rung = Finetune(
+            _rung_config(ft_cfg, decision),
             unfreeze=decision.unfreeze,
             measure_forgetting=measure_forgetting,
             budgeted=strategy == "auto",
-        ).fit(ctx, first)
+        )
+        if strategy == "auto" and len(rungs) == 1:
+            _record_first(out, ladder, rung.config, chosen_first)  # keep_epoch resolved
+        tuned = rung.fit(ctx, first)
         results.append(tuned)
         rungs.append(_rung(tuned, labels))
     if strategy == "finetune" and len(rungs) > 1:
@@ -367,7 +367,7 @@ def _record_first(
         "lr_ratio": cfg.lr_ratio,
         "epochs": cfg.epochs,
         "patience": cfg.patience,
-        "keep_epoch": "last" if cfg.keep_epoch == "auto" else cfg.keep_epoch,  # as Finetune does
+        "keep_epoch": cfg.keep_epoch,
         "bn": cfg.bn,
         "reason": reason,
     }
