@@ -15,10 +15,13 @@ from headstart.plan import (
     DEFAULT_TIME_BUDGET_S,
     LOAD_S,
     MIN_TEST,
+    MIN_WINDOW,
     RANK_SHARE,
     TEST_SHARE,
+    effective_tokens,
     estimate_ms,
     finetune_estimate,
+    fit_window,
     measured_ms,
     plan_ranking,
     plan_test_size,
@@ -150,6 +153,58 @@ def test_estimated_speed_scales_with_flops_and_pixels():
     assert estimate_ms(10.0, 0.3, 0.6, 224, 224) == pytest.approx(20.0)
     assert estimate_ms(10.0, 0.3, 0.6, 112, 224) == pytest.approx(5.0)
     assert estimate_ms(10.0, 0.3, None, 224, 224) is None
+
+
+def test_a_text_window_is_shortened_to_the_longest_that_fits_the_budget():
+    lengths = [50, 150, 300, 600]  # tokens in four texts
+    # at 384 tokens the texts cost 50 + 150 + 300 + 384 = 884 tokens, 221 on average
+    assert effective_tokens(lengths, 384) == pytest.approx(221.0)
+    assert effective_tokens(lengths, 128) == pytest.approx((50 + 128 * 3) / 4)
+    # 1 ms per token, 10,000 texts: 2,210 s at 384; a 1,500 s budget fits 192 tokens
+    # ((50 + 150 + 2 x 192) / 4 = 146 tokens, 1,460 s); 224 would be 162 tokens, 1,620 s
+    assert fit_window(1.0, lengths, 384, 10_000, 1_500.0) == 192
+    assert fit_window(1.0, lengths, 384, 10_000, 3_000.0) == 384  # fits whole: unchanged
+    assert fit_window(1.0, lengths, 384, 10_000, math.inf) == 384
+    # below MIN_WINDOW the candidate is left out rather than cut to a few words
+    floor_s = effective_tokens(lengths, MIN_WINDOW) * 10_000 / 1000
+    assert fit_window(1.0, lengths, 384, 10_000, floor_s) == MIN_WINDOW
+    assert fit_window(1.0, lengths, 384, 10_000, 0.99 * floor_s) is None
+
+
+def test_the_backbone_choice_shortens_a_text_candidate_the_budget_cannot_read_whole():
+    from headstart.backbones.hf import text_window
+    from headstart.backbones.names import parse_name
+
+    # the cheapest installed text model stands for the default; the others' estimates are
+    # FLOPs-scaled from it. Needs the offline models: bash scripts/setup.sh --dev
+    from headstart.backbones.registry import load_backbone
+    from headstart.data.base import Splits
+    from headstart.plan import Budget
+    from headstart.selection.budgeted import _fit_windows
+
+    default = "hf:sentence-transformers/paraphrase-MiniLM-L3-v2"
+    big = "hf:sentence-transformers/all-mpnet-base-v2"
+    if text_window(parse_name(big)[1]) is None or text_window(parse_name(default)[1]) is None:
+        pytest.skip("the offline sentence encoders are not installed: bash scripts/setup.sh --dev")
+    assert text_window(parse_name(big)[1]) == 384  # its sentence-transformers window
+    d_bb = load_backbone(default)
+    d_window = d_bb.preprocess.max_length
+    texts = [" ".join(["word"] * 400)] * 40  # 400 words: longer than any window here
+    ex = Examples("text", texts, np.arange(40) % 2, ["a", "b"])
+    splits = Splits(ex, ex, None, ["a", "b"])
+    # the default: 1 ms per example at its window; mpnet 16x its FLOPs per token, so
+    # 16 / d_window ms per token
+    at = {w: 16.0 * w / d_window for w in (256, 288, 384)}
+    est = {default: 1.0, big: 16.0}
+    budget = Budget(1.01 * at[384] * 10_000 / 1000 / (1 - RANK_SHARE))  # 384 tokens fit
+    windows = _fit_windows(d_bb, default, est, splits, 40, 10_000, budget)
+    assert windows == {} and est[big] == pytest.approx(at[384])
+    est = {default: 1.0, big: 16.0}
+    budget = Budget(0.5 * (at[256] + at[288]) * 10_000 / 1000 / (1 - RANK_SHARE))
+    windows = _fit_windows(d_bb, default, est, splits, 40, 10_000, budget)
+    assert windows == {big: 256} and est[big] == pytest.approx(at[256])
+    step = next(s for s in budget.steps if s.name == f"window {big}")
+    assert step.action == "reduced" and "256 of its 384 tokens" in step.reason
 
 
 # ------------------------------------------------------------------------- input size

@@ -17,7 +17,7 @@ import math
 import random
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +115,9 @@ def fit_run(cfg: FitConfig, *, progress: bool = True) -> RunResult:
     t0 = time.perf_counter()
     if bb.backbone == "auto":
         backbone_name, backbone_choice = choose_within_budget(cfg, splits, progress, budget, native)
+        if backbone_choice.get("max_length"):
+            # the window the budget affords, as ranked (the run records it as resolved)
+            bb = replace(bb, max_length=backbone_choice["max_length"])
     else:
         backbone_name = bb.backbone
     t0 = time.perf_counter()

@@ -31,6 +31,11 @@ Shares of the budget, and why:
   has been reserved; a rung whose optimistic gain is below what the validation split can
   resolve (the ladder's own noise margin, :func:`headstart.strategies.ladder.choose`) is
   not started, whatever the budget.
+* A text candidate whose extraction of the whole job would not fit at its own token window
+  is given the longest shorter window that fits (:func:`fit_window`), down to
+  :data:`MIN_WINDOW` tokens, before it is left out: a stronger encoder reading the first
+  and last 64 tokens of each text can beat a weaker one reading more, and the ranking
+  compares them on exactly the input each would get.
 """
 
 from __future__ import annotations
@@ -44,13 +49,16 @@ __all__ = [
     "DEFAULT_TIME_BUDGET_S",
     "LOAD_S",
     "MIN_TEST",
+    "MIN_WINDOW",
     "RANK_SHARE",
     "TEST_SHARE",
     "Budget",
     "Step",
+    "effective_tokens",
     "epochs_that_fit",
     "estimate_ms",
     "finetune_estimate",
+    "fit_window",
     "format_duration",
     "measured_ms",
     "plan_ranking",
@@ -263,6 +271,50 @@ def estimate_ms(
     if gflops is None or measured_gflops <= 0:
         return None
     return measured_ms * (gflops * (size / pretraining_size) ** 2) / measured_gflops
+
+
+#: The shortest token window :func:`fit_window` gives a text backbone to fit a budget: the
+#: window the paraphrase-* sentence encoders were trained at (their model cards), and with
+#: head+tail truncation the first and last 64 tokens, where reviews and reports tend to state
+#: their verdict (Sun et al. 2019 measured head+tail the best truncation on IMDB).
+MIN_WINDOW = 128
+
+
+def effective_tokens(lengths: Any, window: int) -> float:
+    """Mean tokens per example a text backbone processes at ``window`` (texts are cut to the
+    window and batched by length, so shorter ones cost only their own tokens)."""
+    import numpy as np
+
+    n = np.asarray(lengths, dtype=np.float64)
+    return float(np.minimum(n, window).mean()) if n.size else float(window)
+
+
+def fit_window(
+    ms_per_token: float, lengths: Any, full: int, n_job: int, budget_s: float
+) -> int | None:
+    """The longest token window, a multiple of 32 from ``full`` down to :data:`MIN_WINDOW`,
+    at which extracting ``n_job`` examples fits ``budget_s``, at ``ms_per_token`` per token
+    actually processed (:func:`effective_tokens` of the sample ``lengths``). ``full`` when it
+    already fits (or the budget is unlimited); None when not even :data:`MIN_WINDOW` fits.
+
+    Cost per token is taken as constant; attention's share shrinks with the window, so the
+    estimate is conservative for the shorter ones (measured here with all-mpnet-base-v2 on
+    IMDB: 1.41 ms per token at 384, 1.05 at 128).
+    """
+    if not math.isfinite(budget_s):
+        return full
+
+    def job_s(window: int) -> float:
+        return ms_per_token * effective_tokens(lengths, window) * n_job / 1000
+
+    if job_s(full) <= budget_s:
+        return full
+    window = 32 * ((full - 1) // 32)
+    while window >= MIN_WINDOW:
+        if job_s(window) <= budget_s:
+            return window
+        window -= 32
+    return None
 
 
 def plan_ranking(

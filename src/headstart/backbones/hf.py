@@ -176,9 +176,7 @@ def load_hf(
     tok = str(where)
     limit = int(getattr(config, "max_position_embeddings", 512) or 512)
     if max_length is None:
-        # The model's own sentence window if it declares one, else 256 tokens: long enough for
-        # most reviews with head+tail truncation, at a quarter of the cost of 512.
-        max_length = _st_max_length(where) or min(limit, 256)
+        max_length = _default_window(where, limit)
     tpre = TextPreprocess(tokenizer=tok, max_length=min(max_length, limit), truncation="head+tail")
     return HFTextBackbone(full, model, tpre, weights, pool)
 
@@ -206,6 +204,23 @@ def _st_pooling(where: str | Path) -> str | None:
     if cfg.get("pooling_mode_cls_token"):
         return "cls"
     return "mean" if cfg.get("pooling_mode_mean_tokens") else None
+
+
+def _default_window(where: str | Path, limit: int) -> int:
+    # The model's own sentence window if it declares one, else 256 tokens: long enough for
+    # most reviews with head+tail truncation, at a quarter of the cost of 512.
+    return min(_st_max_length(where) or min(limit, 256), limit)
+
+
+def text_window(repo: str) -> int | None:
+    """The token window :func:`load_hf` gives text model ``repo`` by default, read from its
+    installed files without loading it; None when it is not installed locally (a hub id
+    not yet downloaded) or is not a text model."""
+    where, _ = offline.resolve_hf_dir(repo, True)
+    cfg = _read_json(Path(where) / "config.json") if isinstance(where, Path) else None
+    if not cfg or "vocab_size" not in cfg or cfg.get("model_type") == "whisper":
+        return None
+    return _default_window(where, int(cfg.get("max_position_embeddings") or 512))
 
 
 def _st_max_length(where: str | Path) -> int | None:

@@ -7,6 +7,7 @@ Used by :func:`headstart.fit.fit_run`. The cost rules are the pure functions of
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -23,7 +24,9 @@ from ..plan import (
     Budget,
     Step,
     budget_flag,
+    effective_tokens,
     estimate_ms,
+    fit_window,
     format_duration,
     plan_ranking,
 )
@@ -87,7 +90,6 @@ def choose_within_budget(
     t0 = time.perf_counter()
     d_bb, d_size = load_sized(default, cfg.backbone, native)
     d_ms = probe_speed(d_bb, cfg, splits)
-    del d_bb
     budget.add(
         Step(
             "speed probe",
@@ -117,6 +119,10 @@ def choose_within_budget(
         )
     n_job = len(splits.train) + len(splits.val) + test_in_job(splits, cfg.data.test_size)
     sample = min(bb.rank_sample, len(splits.train))
+    windows: dict[str, int] = {}
+    if modality == "text" and bb.max_length is None:
+        windows = _fit_windows(d_bb, default, estimates, splits, sample, n_job, budget)
+    del d_bb
     to_rank, steps = plan_ranking(
         estimates, default=default, n_job=n_job, sample=sample, budget_s=budget.left()
     )
@@ -147,7 +153,10 @@ def choose_within_budget(
         "ranking %d of %d installed %s backbones on %d training examples (%s)",
         len(to_rank), len(names), modality, sample, ", ".join(to_rank),
     )  # fmt: skip
-    items: list[Any] = [load_sized(n, cfg.backbone, native)[0] for n in to_rank]
+    items: list[Any] = [
+        load_sized(n, dataclasses.replace(bb, max_length=windows.get(n)), native)[0]
+        for n in to_rank
+    ]
     table = rank_backbones(
         splits.train,
         items,
@@ -174,8 +183,15 @@ def choose_within_budget(
         if cap is not None
         else ""
     )
+    window = windows.get(best.name)
     reason = (
-        f"backbone {best.name}: ranked first{within} of {len(table.rows)} ranked ("
+        f"backbone {best.name}"
+        + (
+            f" at a {window}-token window (head+tail), the longest the budget affords"
+            if window
+            else ""
+        )
+        + f": ranked first{within} of {len(table.rows)} ranked ("
         f"{len(names)} installed {modality} backbones) by {table.primary} on {table.n} "
         "training examples"
     )
@@ -186,4 +202,61 @@ def choose_within_budget(
         "table": table.to_dict(),
         "estimates_ms": estimates,
         "ms_per_example": best.ms_per_example,
+        "max_length": window,
+        "windows": windows,
     }
+
+
+def _fit_windows(
+    d_bb: Any,
+    default: str,
+    estimates: dict[str, float | None],
+    splits: Splits,
+    sample: int,
+    n_job: int,
+    budget: Budget,
+) -> dict[str, int]:
+    """Token windows shortened to fit the budget, by text candidate (see
+    :func:`headstart.plan.fit_window`); ``estimates`` are rescaled in place to each
+    candidate's window.
+
+    The estimates of :func:`estimate_ms` compare FLOPs at equal tokens; a candidate reads
+    :func:`~headstart.plan.effective_tokens` at its own window, counted on ``sample``
+    training texts with the default backbone's tokenizer. The window must fit the budget
+    less ranking's share (:data:`~headstart.plan.RANK_SHARE`).
+    """
+    from ..backbones.hf import text_window
+    from ..backbones.names import parse_name
+    from ..features.preprocess import get_tokenizer
+
+    d_window = int(d_bb.preprocess.max_length)
+    texts = list(splits.train.inputs[:sample])
+    tok = get_tokenizer(d_bb.preprocess)
+    lengths = [len(ids) for ids in tok(texts, add_special_tokens=True, verbose=False)["input_ids"]]
+    d_tokens = effective_tokens(lengths, d_window)
+    left = budget.left() * (1 - RANK_SHARE)
+    windows: dict[str, int] = {}
+    for name, ms in estimates.items():
+        source, rest = parse_name(name)
+        full = d_window if name == default else (text_window(rest) if source == "hf" else None)
+        if ms is None or full is None:
+            continue
+        per_token = ms / d_tokens
+        estimates[name] = per_token * effective_tokens(lengths, full)
+        window = fit_window(per_token, lengths, full, n_job, left)
+        if window is None or window == full:
+            continue
+        windows[name] = window
+        estimates[name] = per_token * effective_tokens(lengths, window)
+        budget.add(
+            Step(
+                f"window {name}",
+                "reduced",
+                f"{window} of its {full} tokens (head+tail): extracting the {n_job:,} "
+                f"examples at {full} would take ~"
+                f"{format_duration(per_token * effective_tokens(lengths, full) * n_job / 1000)}"
+                f", over the {format_duration(left)} the budget leaves after ranking",
+                flag="--max-length N",
+            )
+        )
+    return windows
