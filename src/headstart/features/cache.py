@@ -35,6 +35,8 @@ log = logging.getLogger("headstart")
 #: image folders differ and format-1 entries must not be read for them.
 FORMAT_VERSION = 2
 ENGINES = ("auto", "torch", "onnx")
+#: Texts per batch of a feature extraction by default (sorted by length, padded per batch).
+TEXT_BATCH = 32
 
 
 @dataclass
@@ -141,11 +143,16 @@ def make_engine(
             ) from exc
         return "torch", _torch_engine(backbone)
     backbone.eval()
+    pre = backbone.preprocess.to_dict()
+    if pre.get("kind") == "text":
+        # tokenising and truncating happen before the graph, which is exported with a dynamic
+        # sequence axis: one export serves every token window
+        pre = {k: v for k, v in pre.items() if k not in ("max_length", "truncation")}
     key = stable_hash(
         {
             "b": backbone.name,
             "w": backbone.weights.current_sha256,
-            "p": backbone.preprocess.to_dict(),
+            "p": pre,
             "pool": backbone.pooling,
         }
     )[:32]
@@ -215,7 +222,7 @@ def extract_features(
     path = root / key
     path.mkdir(parents=True, exist_ok=True)
     n = len(examples)
-    bs = batch_size or (64 if backbone.modality == "image" else 32)
+    bs = batch_size or (64 if backbone.modality == "image" else TEXT_BATCH)
     spans = [(s, min(s + shard_size, n)) for s in range(0, n, shard_size)]
     todo = [i for i, _ in enumerate(spans) if _read_shard(path / f"shard-{i:05d}.npy") is None]
     # Stale shards from a different shard_size would break the row order: refuse to mix.

@@ -11,13 +11,16 @@ import dataclasses
 import logging
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..backbones.sizing import input_size, load_sized
 from ..config import FitConfig
 from ..data.base import Splits
 from ..errors import HeadstartError
+from ..features.cache import TEXT_BATCH
 from ..plan import (
+    FLOPS_SLACK,
     LOAD_S,
     MIN_TEST,
     RANK_SHARE,
@@ -37,6 +40,10 @@ __all__ = ["choose_within_budget", "probe_speed", "test_in_job"]
 log = logging.getLogger("headstart")
 
 
+#: Examples :func:`probe_speed` times (the difference between its first quarter and all).
+PROBE_N = 32
+
+
 def probe_speed(backbone: Any, cfg: FitConfig, splits: Splits) -> float:
     """Extraction milliseconds per example of ``backbone`` here (a short measured probe)."""
     return measure_cost(
@@ -44,7 +51,7 @@ def probe_speed(backbone: Any, cfg: FitConfig, splits: Splits) -> float:
         splits.train,
         engine=cfg.extract.engine,
         batch_size=cfg.extract.batch_size,
-        n=32,
+        n=PROBE_N,
     )
 
 
@@ -121,7 +128,14 @@ def choose_within_budget(
     sample = min(bb.rank_sample, len(splits.train))
     windows: dict[str, int] = {}
     if modality == "text" and bb.max_length is None:
-        windows = _fit_windows(d_bb, default, estimates, splits, sample, n_job, budget)
+
+        def probe(name: str) -> float:
+            return probe_speed(load_sized(name, bb, native)[0], cfg, splits)
+
+        batch = cfg.extract.batch_size or TEXT_BATCH
+        windows = _fit_windows(
+            d_bb, default, estimates, splits, sample, n_job, budget, probe, batch
+        )
     del d_bb
     to_rank, steps = plan_ranking(
         estimates, default=default, n_job=n_job, sample=sample, budget_s=budget.left()
@@ -215,15 +229,20 @@ def _fit_windows(
     sample: int,
     n_job: int,
     budget: Budget,
+    probe: Callable[[str], float],
+    batch: int = 32,
 ) -> dict[str, int]:
     """Token windows shortened to fit the budget, by text candidate (see
     :func:`headstart.plan.fit_window`); ``estimates`` are rescaled in place to each
     candidate's window.
 
-    The estimates of :func:`estimate_ms` compare FLOPs at equal tokens; a candidate reads
-    :func:`~headstart.plan.effective_tokens` at its own window, counted on ``sample``
-    training texts with the default backbone's tokenizer. The window must fit the budget
-    less ranking's share (:data:`~headstart.plan.RANK_SHARE`).
+    Costs are counted per token actually read (:func:`~headstart.plan.effective_tokens`,
+    on ``sample`` training texts with the default backbone's tokenizer): the default's
+    measured probe over the probe's own texts, the others scaled from it by FLOPs
+    (:func:`estimate_ms`). A candidate that estimate leaves out at every window, but by less
+    than :data:`~headstart.plan.FLOPS_SLACK`, is measured with ``probe(name)`` (ms per
+    example on the same texts at its own window) before it is left out. The window must fit
+    the budget less ranking's share (:data:`~headstart.plan.RANK_SHARE`).
     """
     from ..backbones.hf import text_window
     from ..backbones.names import parse_name
@@ -233,28 +252,59 @@ def _fit_windows(
     texts = list(splits.train.inputs[:sample])
     tok = get_tokenizer(d_bb.preprocess)
     lengths = [len(ids) for ids in tok(texts, add_special_tokens=True, verbose=False)["input_ids"]]
-    d_tokens = effective_tokens(lengths, d_window)
-    left = budget.left() * (1 - RANK_SHARE)
+
+    def probe_tokens(window: int) -> float:
+        # tokens per example in the timed difference of probe_speed: its first PROBE_N texts
+        # less their first quarter, each set in its own padded batches
+        n = min(PROBE_N, len(lengths))
+        small = max(1, n // 4)
+        if n <= small:
+            return effective_tokens(lengths[:n], window, batch)
+        big, few = (
+            effective_tokens(lengths[:n], window, batch),
+            effective_tokens(lengths[:small], window, batch),
+        )
+        return (big * n - few * small) / (n - small)
+
+    d_tokens = probe_tokens(d_window)
     windows: dict[str, int] = {}
     for name, ms in estimates.items():
         source, rest = parse_name(name)
         full = d_window if name == default else (text_window(rest) if source == "hf" else None)
         if ms is None or full is None:
             continue
+        left = budget.left() * (1 - RANK_SHARE)
         per_token = ms / d_tokens
-        estimates[name] = per_token * effective_tokens(lengths, full)
-        window = fit_window(per_token, lengths, full, n_job, left)
+        window = fit_window(per_token, lengths, full, n_job, left, batch)
+        slack = fit_window(per_token / FLOPS_SLACK, lengths, full, n_job, left, batch)
+        if window is None and slack is not None and name != default:
+            t0 = time.perf_counter()
+            measured = probe(name)
+            per_token = measured / probe_tokens(full)
+            budget.add(
+                Step(
+                    f"speed probe {name}",
+                    "ran",
+                    f"{measured:.1f} ms per example here at its {full}-token window "
+                    f"({per_token:.2f} ms per token; its FLOPs put it at {ms / d_tokens:.2f}, "
+                    f"within {FLOPS_SLACK:g}x of fitting)",
+                    seconds=round(time.perf_counter() - t0, 2),
+                )
+            )
+            left = budget.left() * (1 - RANK_SHARE)
+            window = fit_window(per_token, lengths, full, n_job, left, batch)
+        estimates[name] = full_ms = per_token * effective_tokens(lengths, full, batch)
         if window is None or window == full:
             continue
         windows[name] = window
-        estimates[name] = per_token * effective_tokens(lengths, window)
+        estimates[name] = per_token * effective_tokens(lengths, window, batch)
         budget.add(
             Step(
                 f"window {name}",
                 "reduced",
                 f"{window} of its {full} tokens (head+tail): extracting the {n_job:,} "
                 f"examples at {full} would take ~"
-                f"{format_duration(per_token * effective_tokens(lengths, full) * n_job / 1000)}"
+                f"{format_duration(full_ms * n_job / 1000)}"
                 f", over the {format_duration(left)} the budget leaves after ranking",
                 flag="--max-length N",
             )
