@@ -197,31 +197,53 @@ def test_the_backbone_choice_shortens_a_text_candidate_the_budget_cannot_read_wh
 
     # the default: 1 ms per example at its window; mpnet 16x its FLOPs per token, so
     # 16 / d_window ms per token. Estimates that fit are not measured again:
-    def not_probed(name):
-        raise AssertionError(f"{name} was probed although its estimate fits")
+    def not_probed(name, window):
+        raise AssertionError(f"{name} was probed at {window} although its estimate fits")
 
     at = {w: 16.0 * w / d_window for w in (256, 288, 384)}
     est = {default: 1.0, big: 16.0}
     budget = Budget(1.01 * at[384] * 10_000 / 1000 / (1 - RANK_SHARE))  # 384 tokens fit
     windows = _fit_windows(d_bb, default, est, splits, 40, 10_000, budget, not_probed)
     assert windows == {} and est[big] == pytest.approx(at[384])
+
+    def fits_256():  # a fresh budget each time: the clock runs on a Budget
+        return Budget(0.5 * (at[256] + at[288]) * 10_000 / 1000 / (1 - RANK_SHARE))
+
     est = {default: 1.0, big: 16.0}
-    budget = Budget(0.5 * (at[256] + at[288]) * 10_000 / 1000 / (1 - RANK_SHARE))
+    budget = fits_256()
     windows = _fit_windows(d_bb, default, est, splits, 40, 10_000, budget, not_probed)
     assert windows == {big: 256} and est[big] == pytest.approx(at[256])
     step = next(s for s in budget.steps if s.name == f"window {big}")
     assert step.action == "reduced" and "256 of its 384 tokens" in step.reason
     # the budget fits 256 tokens at 16 / d_window ms per token, so 128 at twice that rate,
     # 32 ms per d_window tokens. FLOPs saying 1.5x that are within FLOPS_SLACK: the candidate
-    # is measured, and the measurement (its 384 tokens in at[384]) decides: 256 tokens fit
+    # is measured, and the measurement decides. At a constant rate per token (at[w]) it
+    # says 256 tokens fit, and the second probe at 256 changes nothing
     est = {default: 1.0, big: 1.5 * 32.0}
-    windows = _fit_windows(d_bb, default, est, splits, 40, 10_000, budget, lambda n: at[384])
+    budget, probed = fits_256(), []
+
+    def constant(name, window):
+        probed.append(window)
+        return 16.0 * window / d_window
+
+    windows = _fit_windows(d_bb, default, est, splits, 40, 10_000, budget, constant)
     assert windows == {big: 256} and est[big] == pytest.approx(at[256])
+    assert probed == [384, 256]  # its own window first, then the one that fits
     probe = next(s for s in budget.steps if s.name == f"speed probe {big}")
-    assert "within 2x of fitting" in probe.reason
+    assert "within 2x of fitting" in probe.reason and "per token at 256" in probe.reason
+
+    # a token costing less in a shorter window (5/6 of the rate at 384 when measured at
+    # 256): linear between the two, 288 tokens cost 0.875 x 288 = 252 at the 384 rate and
+    # fit the 272 the budget holds; 320 would cost 0.917 x 320 = 293
+    def attention(name, window):
+        return 16.0 / d_window * window * (window + 384) / 768
+
+    est = {default: 1.0, big: 1.5 * 32.0}
+    windows = _fit_windows(d_bb, default, est, splits, 40, 10_000, fits_256(), attention)
+    assert windows == {big: 288}
     # beyond the slack it is left out unmeasured, at its estimate
     est = {default: 1.0, big: 3 * 32.0}
-    assert _fit_windows(d_bb, default, est, splits, 40, 10_000, budget, not_probed) == {}
+    assert _fit_windows(d_bb, default, est, splits, 40, 10_000, fits_256(), not_probed) == {}
 
 
 # ------------------------------------------------------------------------- input size

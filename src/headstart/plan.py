@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -282,9 +283,10 @@ MIN_WINDOW = 128
 
 
 #: How far a FLOPs-scaled speed estimate may be off before a candidate it rules out is
-#: measured instead. Measured on the 2-core development machine, on IMDB: all-mpnet-base-v2
-#: has 8.0x all-MiniLM-L6-v2's FLOPs per token and took 5.5x its time per token (1.29
-#: against 0.24 ms); small encoders lose more of their time to overheads FLOPs do not count.
+#: measured instead. Measured on the 2-core development machine, on IMDB: scaled by FLOPs
+#: from all-MiniLM-L6-v2's probe, all-mpnet-base-v2 was estimated at 2.05 ms per token and
+#: measured at 1.47 (1.4x); small encoders lose more of their time to overheads FLOPs do
+#: not count, so the estimate errs against the large ones.
 FLOPS_SLACK = 2.0
 
 
@@ -303,23 +305,29 @@ def effective_tokens(lengths: Any, window: int, batch: int = 1) -> float:
 
 
 def fit_window(
-    ms_per_token: float, lengths: Any, full: int, n_job: int, budget_s: float, batch: int = 1
+    ms_per_token: float | Callable[[int], float],
+    lengths: Any,
+    full: int,
+    n_job: int,
+    budget_s: float,
+    batch: int = 1,
 ) -> int | None:
     """The longest token window, a multiple of 32 from ``full`` down to :data:`MIN_WINDOW`,
     at which extracting ``n_job`` examples fits ``budget_s``, at ``ms_per_token`` per token
     processed (:func:`effective_tokens` of the sample ``lengths`` in batches of ``batch``).
     ``full`` when it already fits (or the budget is unlimited); None when not even
-    :data:`MIN_WINDOW` fits.
+    :data:`MIN_WINDOW` fits. ``ms_per_token`` may be a function of the window.
 
-    Cost per token is taken as constant; attention's share shrinks with the window, so the
-    estimate is conservative for the shorter ones (measured here with all-mpnet-base-v2 on
-    IMDB: 1.29 ms per token at 384, 1.05 at 128).
+    A constant cost per token, measured at a long window, is conservative for the shorter
+    ones: attention's share shrinks with the window (all-mpnet-base-v2 on IMDB, here: 1.47
+    ms per token at 384, 1.11 at 128).
     """
     if not math.isfinite(budget_s):
         return full
 
     def job_s(window: int) -> float:
-        return ms_per_token * effective_tokens(lengths, window, batch) * n_job / 1000
+        rate = ms_per_token(window) if callable(ms_per_token) else ms_per_token
+        return rate * effective_tokens(lengths, window, batch) * n_job / 1000
 
     if job_s(full) <= budget_s:
         return full
