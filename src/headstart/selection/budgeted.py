@@ -241,8 +241,8 @@ def _fit_windows(
     on ``sample`` training texts with the default backbone's tokenizer): the default's
     measured probe over the probe's own texts, the others scaled from it by FLOPs
     (:func:`estimate_ms`). A candidate that estimate leaves out at every window, but by less
-    than :data:`~headstart.plan.FLOPS_SLACK`, is measured with ``probe(name)`` (ms per
-    example on the same texts at its own window) before it is left out. The window must fit
+    than :data:`~headstart.plan.FLOPS_SLACK`, is measured with ``probe(name, window)`` (ms
+    per example on the same texts at that window) at its own window before it is left out. The window must fit
     the budget less ranking's share (:data:`~headstart.plan.RANK_SHARE`). When that
     measurement shortens the window, the candidate is measured at the shorter window too,
     and the cost per token is taken as linear between the two (attention's share grows
