@@ -33,9 +33,9 @@ Shares of the budget, and why:
   not started, whatever the budget.
 * A text candidate whose extraction of the whole job would not fit at its own token window
   is given the longest shorter window that fits (:func:`fit_window`), down to
-  :data:`MIN_WINDOW` tokens, before it is left out: a stronger encoder reading the first
-  and last 64 tokens of each text can beat a weaker one reading more, and the ranking
-  compares them on exactly the input each would get.
+  :data:`MIN_WINDOW` tokens, before it is left out: a stronger encoder reading 128 tokens
+  of each text (head+tail) can beat a weaker one reading more, and the ranking compares
+  them on exactly the input each would get.
 """
 
 from __future__ import annotations
@@ -276,9 +276,10 @@ def estimate_ms(
 
 
 #: The shortest token window :func:`fit_window` gives a text backbone to fit a budget: the
-#: window the paraphrase-* sentence encoders were trained at (their model cards), and with
-#: head+tail truncation the first and last 64 tokens, where reviews and reports tend to state
-#: their verdict (Sun et al. 2019 measured head+tail the best truncation on IMDB).
+#: window the paraphrase-* sentence encoders were trained at (their model cards). With
+#: head+tail truncation that is ~31 tokens from the start and ~95 from the end, where reviews
+#: and reports tend to state their verdict (Sun et al. 2019 measured head+tail the best
+#: truncation on IMDB).
 MIN_WINDOW = 128
 
 
