@@ -215,6 +215,9 @@ def test_the_backbone_choice_shortens_a_text_candidate_the_budget_cannot_read_wh
     assert windows == {big: 256} and est[big] == pytest.approx(at[256])
     step = next(s for s in budget.steps if s.name == f"window {big}")
     assert step.action == "reduced" and "256 of its 384 tokens" in step.reason
+    # what the whole window would cost, and the budget that buys it (24 ms x 10,000 = 240 s
+    # within 85% of the budget: 283 s, 5 minutes)
+    assert step.estimated_s == pytest.approx(at[384] * 10) and step.flag == "--time-budget 5m"
     # the budget fits 256 tokens at 16 / d_window ms per token, so 128 at twice that rate,
     # 32 ms per d_window tokens. FLOPs saying 1.5x that are within FLOPS_SLACK: the candidate
     # is measured, and the measurement decides. At a constant rate per token (at[w]) it

@@ -319,7 +319,9 @@ def _fit_windows(
                 f"examples at {full} would take ~"
                 f"{format_duration(full_ms * n_job / 1000)}"
                 f", over the {format_duration(left)} the budget leaves after ranking",
-                flag="--max-length N",
+                estimated_s=round(full_ms * n_job / 1000, 1),
+                # the budget that reads the whole window: its extraction within the share
+                flag=budget_flag(full_ms * n_job / 1000 / (1 - RANK_SHARE) + budget.spent()),
             )
         )
     return windows
