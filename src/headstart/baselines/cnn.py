@@ -52,7 +52,8 @@ def image_pixels(ex: Examples, side: int | None = None) -> tuple[Any, int]:
             x = np.moveaxis(x[..., :3], -1, 1)
         else:
             raise DataError(f"Image arrays must be (N, H, W) or (N, H, W, C); got {x.shape}.")
-        t = torch.from_numpy(np.ascontiguousarray(x))
+        # a copy: the data set's arrays are read-only memory maps, which torch warns about
+        t = torch.from_numpy(np.array(x, copy=True))
         s = side or min(64, max(t.shape[2], t.shape[3]))
         if t.shape[2:] != (s, s):
             t = (

@@ -188,9 +188,14 @@ class Study:
             f"trained at {ft.lr / ft.lr_ratio:.2g} (head {ft.lr:.2g}), AdamW, up to {ft.epochs} "
             f"epochs, best validation epoch kept (patience {ft.patience} epochs); the same code "
             "and settings as `headstart fit --strategy finetune`.",
-            "auto": "auto: the ladder exactly as `headstart fit` runs it (extraction, then a "
-            "fine-tuning rung only where the validation split can resolve its expected gain and "
-            f"its measured cost fits), within {_budget_text(c.time_budget_s)} per cell.",
+            "auto": f"auto: the ladder as `headstart fit` runs it on {self.backbone_name} "
+            "(extraction, then a fine-tuning rung only where the validation split can resolve its "
+            "expected gain and its measured cost fits; then the non-transfer contenders (the small "
+            "CNN where it fits, pixels or TF-IDF) and their stack with transfer, kept only when "
+            f"they win on validation beyond noise), within {_budget_text(c.time_budget_s)} per "
+            "cell, not counting the study's shared feature extraction. One backbone serves the "
+            "whole study: `fit --backbone auto` ranks candidates on each run's labels, the study "
+            "does not.",
             "scratch": f"from scratch: {self.backbone_name} randomly initialised, every layer trained at "
             f"{self.scratch_lr:.2g} (AdamW, warm-up + cosine, weight decay 0.05; BatchNorm on batch "
             f"statistics), at least "
