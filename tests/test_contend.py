@@ -74,13 +74,26 @@ def _scores(n: int, acc: float, seed: int) -> np.ndarray:
     return out
 
 
-def test_select_keeps_transfer_unless_a_contender_wins_beyond_the_paired_noise():
+def test_select_keeps_transfer_unless_a_contender_wins_or_the_baseline_leads_within_noise():
     t = _scores(400, 0.80, 0)
     # one example better: far inside the noise
     b = t.copy()
     b[np.flatnonzero(~t)[0]] = True
     chosen, why = select({"transfer": t, "baseline": b}, noise_z=2.0)
-    assert chosen == "transfer" and "no contender beat transfer" in why
+    assert chosen == "baseline" and "no contender beat transfer" in why
+    assert "scored higher" in why and "transfer alone did not pay" in why
+    # one example worse, or the same score: transfer stays
+    b = t.copy()
+    b[np.flatnonzero(t)[0]] = False
+    chosen, why = select({"transfer": t, "baseline": b}, noise_z=2.0)
+    assert chosen == "transfer" and why.endswith("kept transfer")
+    chosen, _ = select({"transfer": t, "baseline": t.copy()}, noise_z=2.0)
+    assert chosen == "transfer"
+    # a stack ahead within the noise is not kept on its point estimate
+    s = t.copy()
+    s[np.flatnonzero(~t)[:3]] = True
+    chosen, _ = select({"transfer": t, "baseline": b, "stack": s}, noise_z=2.0)
+    assert chosen == "transfer"
     # 40 more right, none lost: beyond the noise
     b = t.copy()
     b[np.flatnonzero(~t)[:40]] = True

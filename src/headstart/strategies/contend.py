@@ -17,7 +17,10 @@ fold is scored by a stack that did not see it.
 Which one is kept (:func:`select`): transfer, unless a contender beats it on validation by
 more than ``LadderConfig.noise_z`` **paired** standard errors (the three are scored on the
 same examples, so the noise of a difference is that of the per-example disagreements,
-McNemar's view). The stack nests each model (a weight at 0), so it also beats one when its
+McNemar's view). When neither does, the noise decides nothing either way and the point
+estimate is the best guess: the baseline is kept if its validation accuracy is higher than
+transfer's (it is also the cheaper model to run), transfer otherwise (ties included). The
+stack, which needs every model to predict, must always win beyond the noise. The stack nests each model (a weight at 0), so it also beats one when its
 accuracy is not lower and its cross-validated log-loss is lower than that model's,
 recalibrated alone the same way, by more than ``noise_z`` paired standard errors: log-loss
 is a proper score that resolves a real gain on a few hundred examples where 0/1 accuracy
@@ -196,10 +199,19 @@ def select(
     winners = [k for k in ("baseline", "stack") if k in acc and beats(k, "transfer")]
     if not winners:
         said = ", ".join(f"{k} {acc[k]:.3f}" for k in correct)
-        return "transfer", (
+        said = (
             f"validation: {said}; no contender beat transfer beyond the noise "
-            f"({noise_z:g} paired standard errors): kept transfer"
+            f"({noise_z:g} paired standard errors)"
         )
+        if "baseline" in acc and acc["baseline"] > acc["transfer"]:
+            # the noise resolves nothing either way, so the point estimate is the best guess,
+            # and the baseline is also the cheaper model; the stack needs both to predict
+            return "baseline", (
+                f"{said}; the non-transfer baseline"
+                f"{f' ({baseline_name})' if baseline_name else ''} scored higher "
+                f"({vs('baseline', 'transfer')}): transfer alone did not pay, kept the baseline"
+            )
+        return "transfer", f"{said}: kept transfer"
     if winners == ["stack"] or (len(winners) == 2 and beats("stack", "baseline")):
         return "stack", (
             f"the stack of {stack_of} reached {acc['stack']:.3f} on validation "
