@@ -408,3 +408,26 @@ def test_against_references_counts_budgets_where_auto_matches_the_best_non_trans
     assert [p["reference"] for p in v["budgets"]] == ["baseline", "cnn"]  # extract is transfer
     assert "below it at 1% (80.0 vs 81.0, pixels/TF-IDF + logistic regression)" in v["text"]
     assert against_references([row("auto", 0.1, 0.9)], "auto") == {}
+
+
+def test_study_labels_name_what_each_reference_is_on_the_data():
+    from headstart.curve.summary import against_references, text_table
+    from headstart.report.plots import plot_learning_curve
+
+    def row(strategy: str, fraction: float, acc: float) -> dict:
+        return {"strategy": strategy, "fraction": fraction, "accuracy_mean": acc,
+                "accuracy_std": 0.01, "n_labelled": int(fraction * 4000), "n_seeds": 1}  # fmt: skip
+
+    rows = [row("auto", 0.1, 0.77), row("cnn", 0.1, 0.70), row("baseline", 0.1, 0.80)]
+    text = against_references(rows, "auto", "text")["text"]
+    assert "(77.0 vs 80.0, TF-IDF + logistic regression)" in text and "pixels" not in text
+    table = text_table(rows, markdown=True, modality="text")
+    assert "| text CNN from scratch | TF-IDF + logistic regression |" in table
+    assert "pixels + logistic regression" in text_table(rows, modality="image")
+    assert "pixels/TF-IDF" in text_table(rows)  # no modality: the generic name
+    assert plot_learning_curve(rows, "imdb", "text").startswith(b"\x89PNG")
+    cells = [{"strategy": s, "fraction": f, "seed": 0, "seconds": 1.0, "n_labelled": int(f * 4000),
+              "test": {"accuracy": a, "macro_f1": a}}
+             for s, f, a in (("auto", 0.1, 0.8), ("cnn", 0.5, 0.76))]  # fmt: skip
+    said, _ = headline(summarise_cells(cells), "text")
+    assert "(2,000 examples; a small text CNN)" in said

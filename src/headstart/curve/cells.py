@@ -194,7 +194,7 @@ def run_curve(
         ckpts.rmdir()
     rows = summarise_cells(cells, strategies)
     complete = not stopped and len(cells) == len(plan)
-    text, detail = headline(rows) if rows else ("No finished cells yet.", {})
+    text, detail = headline(rows, study.modality) if rows else ("No finished cells yet.", {})
     if not complete:
         text = f"(partial: {len(cells)} of {len(plan)} cells) " + text
     doc = {
@@ -232,7 +232,9 @@ def run_curve(
     if rows:
         atomic_write_bytes(
             out / "curve.png",
-            plot_learning_curve(cast(list[CurveRow], rows), f"{cfg.data}: {study.backbone_name}"),
+            plot_learning_curve(
+                cast(list[CurveRow], rows), f"{cfg.data}: {study.backbone_name}", study.modality
+            ),
         )
     md = [
         f"# Data efficiency: {cfg.data}",
@@ -242,7 +244,7 @@ def run_curve(
         "Test accuracy (%), mean ± std over "
         f"{cfg.seeds} seed(s), {len(study.test):,} test examples.",
         "",
-        text_table(rows, markdown=True) if rows else "",
+        text_table(rows, markdown=True, modality=study.modality) if rows else "",
         "",
     ]
     atomic_write_bytes(out / "results.md", "\n".join(md).encode())
@@ -259,4 +261,14 @@ def run_curve(
                     },
                     step=r["n_labelled"],
                 )
-    return CurveResult(out, rows, text, computed, reused, complete, report, total=len(plan))
+    return CurveResult(
+        out,
+        rows,
+        text,
+        computed,
+        reused,
+        complete,
+        report,
+        total=len(plan),
+        modality=study.modality,
+    )

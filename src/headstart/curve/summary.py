@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ..report.schema import STRATEGY_LABELS
+from ..report.schema import STRATEGY_LABELS, strategy_label
 from .config import CURVE_STRATEGIES
 
 REFERENCE_NAMES = {
@@ -60,8 +60,10 @@ def summarise_cells(
     return sorted(rows, key=lambda r: (order.get(r["strategy"], 99), r["fraction"]))
 
 
-def headline(rows: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
-    """'With 1% of the labels, fine-tuned transfer reaches X% of the from-scratch model ...'."""
+def headline(rows: list[dict[str, Any]], modality: str | None = None) -> tuple[str, dict[str, Any]]:
+    """'With 1% of the labels, fine-tuned transfer reaches X% of the from-scratch model ...'.
+
+    ``modality`` names the references as they are on that data ("a small text CNN")."""
     have = {r["strategy"] for r in rows}
     # what a user gets by default first, then the fixed strategies
     transfer = next((s for s in ("auto", "finetune", "extract") if s in have), None)
@@ -88,11 +90,11 @@ def headline(rows: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
     text = (
         f"With {100 * lo:g}% of the labels ({t['n_labelled']:,} examples), {what} reaches "
         f"{100 * ratio:.0f}% of the test accuracy of the best from-scratch model trained on "
-        f"{100 * hi:g}% ({ref['n_labelled']:,} examples; {REFERENCE_NAMES[ref['strategy']]}): "
+        f"{100 * hi:g}% ({ref['n_labelled']:,} examples; {_reference_name(ref['strategy'], modality)}): "
         f"{100 * t['accuracy_mean']:.1f}% vs {100 * ref['accuracy_mean']:.1f}% (mean of "
         f"{t['n_seeds']} and {ref['n_seeds']} seeds)."
     )
-    versus = against_references(rows, transfer)
+    versus = against_references(rows, transfer, modality)
     if versus:
         text += " " + versus["text"]
     holds = None
@@ -117,7 +119,17 @@ def headline(rows: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
     return text, detail
 
 
-def against_references(rows: list[dict[str, Any]], transfer: str) -> dict[str, Any]:
+def _reference_name(strategy: str, modality: str | None) -> str:
+    if strategy == "cnn" and modality == "text":
+        return "a small text CNN"
+    if strategy == "baseline" and modality in ("image", "text", "audio"):
+        return strategy_label(strategy, modality)
+    return REFERENCE_NAMES[strategy]
+
+
+def against_references(
+    rows: list[dict[str, Any]], transfer: str, modality: str | None = None
+) -> dict[str, Any]:
     """Per label budget: does ``transfer`` (mean over seeds) match the best non-transfer
     reference (small CNN, same architecture from scratch, pixels/TF-IDF baseline)?"""
     refs = ("scratch", "cnn", "baseline")
@@ -145,7 +157,7 @@ def against_references(rows: list[dict[str, Any]], transfer: str) -> dict[str, A
     name = STRATEGY_LABELS.get(transfer, transfer)
     losses = ", ".join(
         f"{100 * p['fraction']:g}% ({100 * p['transfer']:.1f} vs "
-        f"{100 * p['reference_accuracy']:.1f}, {STRATEGY_LABELS.get(p['reference'], p['reference'])})"
+        f"{100 * p['reference_accuracy']:.1f}, {strategy_label(p['reference'], modality)})"
         for p in per
         if not p["at_least"]
     )
@@ -156,11 +168,13 @@ def against_references(rows: list[dict[str, Any]], transfer: str) -> dict[str, A
     return {"text": text, "budgets": per, "at_least": wins, "of": len(per)}
 
 
-def text_table(rows: list[dict[str, Any]], markdown: bool = False) -> str:
+def text_table(
+    rows: list[dict[str, Any]], markdown: bool = False, modality: str | None = None
+) -> str:
     strategies = list(dict.fromkeys(r["strategy"] for r in rows))
     fracs = sorted({r["fraction"] for r in rows})
     by = {(r["strategy"], r["fraction"]): r for r in rows}
-    head = ["labels", "examples", *(STRATEGY_LABELS.get(s, s) for s in strategies)]
+    head = ["labels", "examples", *(strategy_label(s, modality) for s in strategies)]
     lines = []
     for f in fracs:
         n = next(r["n_labelled"] for r in rows if r["fraction"] == f)
@@ -194,7 +208,8 @@ class CurveResult:
     complete: bool
     report: Path
     total: int = 0
+    modality: str | None = None
 
     def table(self) -> str:
         """The mean ± std table as aligned plain text."""
-        return text_table(self.rows)
+        return text_table(self.rows, modality=self.modality)

@@ -51,7 +51,6 @@ from .schema import (
     DECISIONS_FILE,
     METRICS_FILE,
     REPORT_FILE,
-    STRATEGY_LABELS,
     CurveDoc,
     CurveRow,
     Decisions,
@@ -63,6 +62,7 @@ from .schema import (
     Rung,
     SplitMetrics,
     read_json,
+    strategy_label,
 )
 
 __all__ = ["write_report"]
@@ -546,7 +546,9 @@ def _run_report(run_dir: Path) -> str:
 
 
 # ----------------------------------------------------------------------------- curve report
-def _study_table(rows: Sequence[CurveRow], cell: Callable[[CurveRow], str]) -> str:
+def _study_table(
+    rows: Sequence[CurveRow], cell: Callable[[CurveRow], str], modality: str | None = None
+) -> str:
     """Fractions down, strategies across; `cell(row)` is the text of one entry."""
     strategies = list(dict.fromkeys(r["strategy"] for r in rows))
     by = {(r["strategy"], r["fraction"]): r for r in rows}
@@ -555,7 +557,7 @@ def _study_table(rows: Sequence[CurveRow], cell: Callable[[CurveRow], str]) -> s
         n = next(r["n_labelled"] for r in rows if r["fraction"] == f)
         found = [by.get((s, f)) for s in strategies]
         lines.append([f"{100 * f:g}%", f"{n:,}", *("–" if r is None else cell(r) for r in found)])
-    head = ["labels", "examples", *(STRATEGY_LABELS.get(s, s) for s in strategies)]
+    head = ["labels", "examples", *(strategy_label(s, modality) for s in strategies)]
     return _table(head, lines, num=range(1, len(strategies) + 2))
 
 
@@ -578,7 +580,8 @@ def _curve_report(run_dir: Path) -> str:
             "compute the missing cells (finished ones are reused).</p>"
         )
     if rows:
-        body.append(_img(plot_learning_curve(rows, title), "learning curve"))
+        modality = doc.get("data", {}).get("modality")
+        body.append(_img(plot_learning_curve(rows, title, modality), "learning curve"))
         n_seeds = len(doc.get("seeds", [])) or max(r["n_seeds"] for r in rows)
 
         def acc(r: CurveRow) -> str:
@@ -586,15 +589,17 @@ def _curve_report(run_dir: Path) -> str:
             return f"{100 * r['accuracy_mean']:.1f} ± {100 * r['accuracy_std']:.1f}{fewer}"
 
         body.append(f"<h2>Test accuracy (%), mean ± std over {n_seeds} seed(s)</h2>")
-        body.append(_study_table(rows, acc))
+        body.append(_study_table(rows, acc, modality))
         body.append("<h2>Test macro-F1 (%), mean ± std</h2>")
         body.append(
             _study_table(
-                rows, lambda r: f"{100 * r['macro_f1_mean']:.1f} ± {100 * r['macro_f1_std']:.1f}"
+                rows,
+                lambda r: f"{100 * r['macro_f1_mean']:.1f} ± {100 * r['macro_f1_std']:.1f}",
+                modality,
             )
         )
         body.append("<h2>Seconds per cell (mean; features extracted once, not counted)</h2>")
-        body.append(_study_table(rows, lambda r: f"{r['seconds_mean']:.1f}"))
+        body.append(_study_table(rows, lambda r: f"{r['seconds_mean']:.1f}", modality))
     notes = doc.get("notes") or []
     if notes:
         body.append(

@@ -15,13 +15,13 @@ from typing import Any
 import numpy as np
 
 from .schema import (
-    STRATEGY_LABELS,
     ClassScores,
     CurveRow,
     EpochRecord,
     LearningCurvePoint,
     ReliabilityBin,
     Rung,
+    strategy_label,
 )
 
 __all__ = [
@@ -287,7 +287,9 @@ def plot_probe_curve(points: Sequence[LearningCurvePoint]) -> bytes:
     return _png(fig)
 
 
-def plot_learning_curve(rows: Sequence[CurveRow], title: str = "") -> bytes:
+def plot_learning_curve(
+    rows: Sequence[CurveRow], title: str = "", modality: str | None = None
+) -> bytes:
     """Test accuracy (mean ± std over seeds) against labelled examples, one line per strategy."""
     fig = _figure(7.5, 4.6)
     ax = fig.subplots()
@@ -299,7 +301,7 @@ def plot_learning_curve(rows: Sequence[CurveRow], title: str = "") -> bytes:
         m = np.array([100 * r["accuracy_mean"] for r in pts])
         sd = np.array([100 * r["accuracy_std"] for r in pts])
         c = STRATEGY_COLOURS.get(s)
-        ax.plot(x, m, "o-", color=c, label=STRATEGY_LABELS.get(s, s), linewidth=1.8)
+        ax.plot(x, m, "o-", color=c, label=strategy_label(s, modality), linewidth=1.8)
         ax.fill_between(x, m - sd, m + sd, color=c, alpha=0.15, linewidth=0)
         ns.update(int(v) for v in x)
     ax.set_xscale("log")

@@ -52,6 +52,7 @@ __all__ = [
     "SplitMetrics",
     "Timings",
     "read_json",
+    "strategy_label",
 ]
 
 # ------------------------------------------------------------------------------- file names
@@ -71,6 +72,19 @@ STRATEGY_LABELS = {
     "cnn": "small CNN from scratch",
     "baseline": "pixels/TF-IDF + logistic regression",
 }
+#: What ``cnn`` and ``baseline`` are on each modality (the generic names cover them all).
+_MODALITY_LABELS = {
+    "image": {"baseline": "pixels + logistic regression"},
+    "text": {"cnn": "text CNN from scratch", "baseline": "TF-IDF + logistic regression"},
+    "audio": {"baseline": "log-mel statistics + logistic regression"},
+}
+
+
+def strategy_label(strategy: str, modality: str | None = None) -> str:
+    """A study strategy's name for tables and plots, specific to ``modality`` when given."""
+    return _MODALITY_LABELS.get(modality or "", {}).get(strategy) or STRATEGY_LABELS.get(
+        strategy, strategy
+    )
 
 
 # ------------------------------------------------------------------- metrics of one split
