@@ -191,8 +191,9 @@ class Study:
             "auto": f"auto: the ladder as `headstart fit` runs it on {self.backbone_name} "
             "(extraction, then a fine-tuning rung only where the validation split can resolve its "
             "expected gain and its measured cost fits; then the non-transfer contenders (the small "
-            "CNN where it fits, pixels or TF-IDF) and their stack with transfer, kept only when "
-            f"they win on validation beyond noise), within {_budget_text(c.time_budget_s)} per "
+            "CNN where it fits, pixels or TF-IDF) and their stack with transfer: the stack kept only "
+            "when it wins on validation beyond noise, the baseline also when it leads within "
+            f"noise), within {_budget_text(c.time_budget_s)} per "
             "cell, not counting the study's shared feature extraction. One backbone serves the "
             "whole study: `fit --backbone auto` ranks candidates on each run's labels, the study "
             "does not.",
